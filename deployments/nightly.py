@@ -1,0 +1,44 @@
+"""Serve the nightly segmentation: `python -m segflow.deployments.nightly [--config FILE]`.
+
+Registers the deployment 'segmentation/nightly' (cron 02:00 in the given time zone) with the
+Prefect API in PREFECT_API_URL and runs its scheduled flow runs in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prefect.schedules import Cron
+
+from segflow.cli import load_run_config
+
+NIGHTLY_CRON = "0 2 * * *"
+
+
+def nightly_schedule(timezone: str) -> Cron:
+    """02:00 every night in `timezone` (a cron without a time zone would run in UTC)."""
+    return Cron(NIGHTLY_CRON, timezone=timezone)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, help="YAML config file (default: the embedded demo)")
+    parser.add_argument("--timezone", default="Europe/Berlin", help="IANA time zone of the 02:00 run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    arguments = parser.parse_args(argv)
+    config = load_run_config(arguments.config, arguments.overrides)
+
+    from segflow.flows.segmentation import segmentation_flow
+
+    segmentation_flow.serve(
+        name="nightly",
+        schedules=[nightly_schedule(arguments.timezone)],
+        parameters={"config": config.model_dump(mode="json", by_alias=True)},
+        description="Nightly customer segmentation: contracts, features, clustering, gate, publish.",
+        tags=["segflow", "nightly"],
+    )
+
+
+if __name__ == "__main__":
+    main()

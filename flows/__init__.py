@@ -1,0 +1,1 @@
+"""The Prefect flows: the DAG, readable top to bottom."""

@@ -1,0 +1,75 @@
+"""The nightly segmentation flow: ingest → quality → features → preprocess → scale → cluster →
+validate → profile → publish. Every step is a task from `segflow.tasks`; no logic lives here."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from segflow.config import SegflowConfig
+from segflow.errors import ContractViolation, GateRejected
+from segflow.ledger import RunLedger
+from segflow.stores import open_stores
+from segflow.tasks.cluster import cluster_task
+from segflow.tasks.features import features_task, feature_quarantine
+from segflow.tasks.ingest import ingest_task
+from segflow.tasks.preprocess import preprocess_task
+from segflow.tasks.profile import profile_task
+from segflow.tasks.publish import (
+    build_publication,
+    publish_task,
+    read_state_task,
+    record_failure,
+    record_run_task,
+)
+from segflow.tasks.quality import quality_task
+from segflow.tasks.scale import scale_task
+from segflow.tasks.validate import validate_task
+
+
+@flow(name="segmentation", flow_run_name="segmentation-{as_of}")
+def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, Any]:
+    """Segment the customer base as of a business date and publish it, or publish nothing."""
+    ledger = RunLedger(as_of=as_of or date.today())
+    stores = open_stores(config.publish)
+    try:
+        sources = {name: ingest_task(name, source) for name, source in config.sources.configured()}
+        ledger.note_sources(sources, config.sources.id_columns())
+
+        checked = quality_task(sources, config.sources)
+        ledger.note_quality(checked.contract_versions, checked.quarantine)
+        if checked.blocking:
+            record_run_task(stores, ledger, "failed_contract", checked.message)
+            raise ContractViolation(checked.message)
+
+        features = features_task(checked.passed, config.sources, ledger.as_of, config.features.rfm)
+        ledger.add_quarantine(feature_quarantine(features, config.sources))
+        prepared = preprocess_task(features.table, config.features, config.preprocess,
+                                   features.rfm_columns)
+        matrix, _scaler = scale_task(prepared.model_input, config.preprocess.scaler)
+        segmentation = cluster_task(matrix, config.clustering)
+        decision = validate_task(segmentation.n_segments, segmentation.scores, config.gate)
+        profiles = profile_task(prepared.readable, segmentation.labels, prepared.numeric_columns,
+                                prepared.categorical_columns)
+        run_facts = {"segmentation": segmentation, "gate_checks": decision.as_records(),
+                     "details": {"preprocess": prepared.recipe, "sampling": segmentation.sampling,
+                                 "k_search": segmentation.k_search}}
+        if not decision.passed:
+            record_run_task(stores, ledger, "rejected", "; ".join(decision.reasons), run_facts)
+            raise GateRejected(decision.reasons)
+
+        stored = read_state_task(stores[0], ledger.as_of)
+        publication = build_publication(prepared.customer_ids, segmentation.labels, profiles,
+                                        stored, ledger, run_facts)
+        counts = publish_task(stores, publication)
+    except (ContractViolation, GateRejected):
+        raise
+    except Exception as error:
+        record_failure(stores, ledger, error)
+        raise
+    get_run_logger().info("run %s as of %s published: %s", ledger.run_id, ledger.as_of, counts)
+    return {"run_id": ledger.run_id, "as_of": ledger.as_of.isoformat(), **counts,
+            "targets": [store.describe() for store in stores]}

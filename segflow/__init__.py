@@ -1,0 +1,3 @@
+"""segflow: nightly customer segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,207 @@
+"""The one typed configuration model, shared by the config file, the CLI and the flow parameters."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segflow.errors import ConfigError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Accept only plain SQL identifiers (letters, digits, underscore; at most 63 bytes)."""
+    if not IDENTIFIER.match(name):
+        raise ValueError(
+            f"{what} {name!r} is not a plain identifier: use letters, digits and '_', "
+            "start with a letter or '_', at most 63 characters"
+        )
+    return name
+
+
+class SourceConfig(StrictModel):
+    """One input table: where it is, its contract, and which column is the customer id."""
+
+    uri: str = Field(min_length=1)
+    contract: Path | None = None
+    id_column: str = Field("customer_id", min_length=1)
+
+
+class TransactionsSourceConfig(SourceConfig):
+    """The purchases table, aggregated into per-customer features."""
+
+    timestamp_column: str = Field("order_ts", min_length=1)
+    amount_column: str = Field("amount", min_length=1)
+
+
+class SourcesConfig(StrictModel):
+    customers: SourceConfig | None = None
+    transactions: TransactionsSourceConfig | None = None
+
+    def configured(self) -> list[tuple[str, SourceConfig]]:
+        """The (name, source) pairs that are set, customers first."""
+        pairs = [("customers", self.customers), ("transactions", self.transactions)]
+        return [(name, source) for name, source in pairs if source is not None]
+
+    def id_columns(self) -> dict[str, str]:
+        return {name: source.id_column for name, source in self.configured()}
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> SourcesConfig:
+        if self.customers is None and self.transactions is None:
+            raise ValueError("at least one source (customers or transactions) is required")
+        return self
+
+
+class FeaturesConfig(StrictModel):
+    rfm: bool = True
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    max_categories: int = Field(20, ge=1, le=1000)
+
+
+class PreprocessConfig(StrictModel):
+    scaler: Literal["minmax", "standard", "robust"] = "minmax"
+    impute: Literal["median", "mean", "zero"] = "median"
+    log_transform_skewed: bool = True
+
+
+class ClusteringConfig(StrictModel):
+    algorithm: Literal[
+        "auto",
+        "kmeans",
+        "kmedoids",
+        "clarans",
+        "agglomerative",
+        "birch",
+        "diana",
+        "dbscan",
+        "hdbscan",
+        "optics",
+    ] = "auto"
+    k: tuple[int, int] = (2, 10)
+    seed: int = 42
+    sample_size: int = Field(10_000, ge=100)
+
+    @field_validator("k")
+    @classmethod
+    def _k_range(cls, k: tuple[int, int]) -> tuple[int, int]:
+        low, high = k
+        if not 2 <= low <= high <= 100:
+            raise ValueError(f"k must be [low, high] with 2 <= low <= high <= 100, got {list(k)}")
+        return k
+
+
+class GateConfig(StrictModel):
+    min_silhouette: float = Field(0.25, ge=-1.0, le=1.0)
+
+
+class PublishConfig(StrictModel):
+    parquet: Path | None = Path("segflow_output/parquet")
+    warehouse: str | None = "duckdb:///segflow_output/warehouse.duckdb"
+    schema_name: str = Field("segments", alias="schema")
+
+    @field_validator("schema_name")
+    @classmethod
+    def _plain_schema(cls, name: str) -> str:
+        return check_identifier(name, "schema")
+
+    @field_validator("warehouse")
+    @classmethod
+    def _known_warehouse(cls, uri: str | None) -> str | None:
+        if uri is not None and not uri.startswith(("duckdb://", "postgresql://", "postgres://")):
+            raise ValueError("warehouse must be a duckdb:///PATH or postgresql://... URI")
+        return uri
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> PublishConfig:
+        if self.parquet is None and self.warehouse is None:
+            raise ValueError("publish needs a parquet folder, a warehouse, or both")
+        return self
+
+
+class SegflowConfig(StrictModel):
+    """Everything a run needs to know, validated before any data is read."""
+
+    sources: SourcesConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """Split 'a.b.c=value' into its key path and a YAML-typed value."""
+    key, sep, raw_value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key}: value {raw_value!r} is not valid YAML: {error}") from error
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of a raw config dict with each dotted-key override set."""
+    merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for assignment in overrides:
+        path, value = parse_override(assignment)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file with the safe loader; relative paths stay as written."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections, not {type(raw).__name__}"
+        )
+    return raw
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> SegflowConfig:
+    """Validate a raw config dict (plus --set overrides) into the typed model."""
+    merged = apply_overrides(raw, overrides or [])
+    try:
+        return SegflowConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from error
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming the dotted config key."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"config key {key!r} is not known")
+        else:
+            lines.append(f"config key {key!r}: {problem['msg']}")
+    return "invalid config:\n  " + "\n  ".join(lines)

@@ -1,0 +1,115 @@
+"""The run ledger: what a run read, checked, decided and wrote, for segmentation_runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from segflow import __version__
+from segflow.tables import TABLES, to_arrow
+from segflow.stores import TableWrite
+
+QUARANTINE_COLUMNS = [c for c, _ in TABLES["quarantine"].columns]
+
+
+def input_fingerprint(sources: dict[str, pd.DataFrame]) -> str:
+    """A content hash of every input table (row order included)."""
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        digest.update(name.encode())
+        digest.update(pd.util.hash_pandas_object(sources[name], index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def quarantine_rows(
+    rows: pd.DataFrame, source: str, rule: str, column: str | None, severity: str
+) -> pd.DataFrame:
+    """Failing input rows in the quarantine layout; `record` keeps each row as JSON text."""
+    records = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
+    return pd.DataFrame(
+        {
+            "source": source,
+            "rule": rule,
+            "column_name": column,
+            "severity": severity,
+            "row_number": rows.index.to_numpy(dtype="int64"),
+            "record": [json.dumps(r, default=str, ensure_ascii=False) for r in records],
+        }
+    )
+
+
+@dataclass
+class RunLedger:
+    """Facts gathered as the run goes; turned into its segmentation_runs row at the end."""
+
+    as_of: date
+    run_id: str = ""
+    started_at: datetime = field(default_factory=datetime.now)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    contract_versions: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""
+    id_type: pa.DataType = field(default_factory=pa.string)
+    quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUARANTINE_COLUMNS))
+
+    def __post_init__(self) -> None:
+        self.run_id = self.run_id or f"{self.as_of:%Y%m%d}-{uuid.uuid4().hex[:10]}"
+
+    def note_sources(self, sources: dict[str, pd.DataFrame], id_columns: dict[str, str]) -> None:
+        self.rows_read = {name: len(table) for name, table in sources.items()}
+        self.fingerprint = input_fingerprint(sources)
+        first = next(iter(sources))
+        self.id_type = pa.Array.from_pandas(sources[first][id_columns[first]].head(1)).type
+        if pa.types.is_large_string(self.id_type) or pa.types.is_null(self.id_type):
+            self.id_type = pa.string()
+
+    def note_quality(self, contract_versions: dict[str, str], quarantine: pd.DataFrame) -> None:
+        self.contract_versions = dict(contract_versions)
+        self.add_quarantine(quarantine)
+
+    def add_quarantine(self, rows: pd.DataFrame) -> None:
+        """Add quarantined rows (source, rule, column_name, severity, row_number, record)."""
+        if len(rows):
+            stamped = rows.assign(run_id=self.run_id, as_of=self.as_of)[QUARANTINE_COLUMNS]
+            self.quarantine = pd.concat([self.quarantine, stamped], ignore_index=True)
+
+    def row(self, status: str, message: str, segmentation: Any = None,
+            gate_checks: list[dict[str, Any]] | None = None, rows_published: int = 0,
+            details: dict[str, Any] | None = None) -> dict[str, Any]:
+        """This run's segmentation_runs row: no customer data, no credentials."""
+        failed_checks = [c["message"] for c in gate_checks or [] if not c["passed"]]
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of,
+            "started_at": pd.Timestamp(self.started_at),
+            "finished_at": pd.Timestamp(datetime.now()),
+            "status": status,
+            "message": message,
+            "algorithm": getattr(segmentation, "algorithm", None),
+            "parameters": json.dumps(getattr(segmentation, "params", None), default=str),
+            "scores": json.dumps(getattr(segmentation, "scores", None), default=float),
+            "n_segments": getattr(segmentation, "n_segments", None),
+            "gate_passed": None if gate_checks is None else not failed_checks,
+            "gate_reasons": json.dumps(failed_checks),
+            "rows_read": json.dumps(self.rows_read),
+            "rows_quarantined": len(self.quarantine),
+            "rows_published": rows_published,
+            "contract_versions": json.dumps(self.contract_versions),
+            "input_fingerprint": self.fingerprint,
+            "code_version": __version__,
+            "details": json.dumps(details or {}, default=str),
+        }
+
+    def writes(self, row: dict[str, Any], published: bool) -> list[TableWrite]:
+        """The run's row in segmentation_runs and its quarantined rows, as table writes."""
+        return [
+            TableWrite("segmentation_runs", to_arrow("segmentation_runs", pd.DataFrame([row]), self.id_type),
+                       "as_of" if published else "as_of_not_published"),
+            TableWrite("quarantine", to_arrow("quarantine", self.quarantine, self.id_type), "as_of"),
+        ]

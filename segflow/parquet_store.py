@@ -1,0 +1,140 @@
+"""Parquet publication: each publication is a complete folder; a symlink swap makes it current.
+
+Layout under the configured folder:
+    current -> publications/<id>            the only path readers use
+    publications/<id>/customer_segments.parquet, segment_definitions.parquet,
+                      segmentation_runs.parquet
+    publications/<id>/segment_changes/<as_of>.parquet (likewise segment_profiles, quarantine)
+Per-date files of earlier publications are hard-linked, not copied, into the new folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from segflow.errors import PublishError
+from segflow.stores import StoredState, TableWrite
+from segflow.tables import TABLES
+
+KEEP_PUBLICATIONS = 5
+
+
+def check_primary_key(rows: pa.Table, key: tuple[str, ...], table: str) -> None:
+    """Parquet declares no keys: refuse rows that a warehouse would reject as duplicates."""
+    if key and rows.num_rows:
+        counts = rows.group_by(list(key)).aggregate([([], "count_all")])
+        if counts.num_rows != rows.num_rows:
+            raise PublishError(
+                f"table {table}: {rows.num_rows - counts.num_rows} rows repeat the primary key {key}"
+            )
+
+
+class ParquetStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.current = self.root / "current"
+        self.publications = self.root / "publications"
+
+    def describe(self) -> str:
+        return f"Parquet {self.current}"
+
+    def _read(self, folder: Path, name: str) -> pd.DataFrame | None:
+        path = folder / f"{name}.parquet"
+        return pq.read_table(path).to_pandas() if path.exists() else None
+
+    def read_state(self, as_of: date) -> StoredState:
+        if not self.current.exists():
+            return StoredState()
+        folder = self.current.resolve()
+        runs = self._read(folder, "segmentation_runs")
+        published = runs[runs["status"] == "published"] if runs is not None else None
+        changes_file = folder / "segment_changes" / f"{as_of.isoformat()}.parquet"
+        return StoredState(
+            snapshot=self._read(folder, "customer_segments"),
+            snapshot_as_of=published["as_of"].max() if published is not None and len(published) else None,
+            definitions=self._read(folder, "segment_definitions"),
+            changes_on_as_of=pq.read_table(changes_file).to_pandas() if changes_file.exists() else None,
+        )
+
+    def publish(self, as_of: date, writes: list[TableWrite]) -> None:
+        previous = self.current.resolve() if self.current.exists() else None
+        self.publications.mkdir(parents=True, exist_ok=True)
+        for abandoned in self.publications.glob(".*.partial"):  # left by a killed run
+            shutil.rmtree(abandoned, ignore_errors=True)
+        publication_id = f"{as_of.isoformat()}-{uuid.uuid4().hex[:12]}"
+        staging = self.publications / f".{publication_id}.partial"
+        staging.mkdir()
+        try:
+            self._carry_forward(previous, staging, writes)
+            for write in writes:
+                self._write(previous, staging, as_of, write)
+            final = self.publications / publication_id
+            os.rename(staging, final)
+            self._point_current_to(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._prune()
+
+    def _carry_forward(self, previous: Path | None, staging: Path, writes: list[TableWrite]) -> None:
+        """Hard-link every table the run does not rewrite, so the new folder is complete."""
+        if previous is None:
+            return
+        rewritten = {w.name for w in writes if w.replace == "all" or TABLES[w.name].mode == "snapshot"}
+        for name, spec in TABLES.items():
+            if spec.mode == "per_as_of":
+                source_dir = previous / name
+                if source_dir.is_dir():
+                    (staging / name).mkdir()
+                    for part in source_dir.glob("*.parquet"):
+                        os.link(part, staging / name / part.name)
+            elif name not in rewritten and (previous / f"{name}.parquet").exists():
+                os.link(previous / f"{name}.parquet", staging / f"{name}.parquet")
+
+    def _write(self, previous: Path | None, staging: Path, as_of: date, write: TableWrite) -> None:
+        spec = TABLES[write.name]
+        check_primary_key(write.rows, spec.primary_key, write.name)
+        if spec.mode == "per_as_of":
+            folder = staging / write.name
+            folder.mkdir(exist_ok=True)
+            target = folder / f"{as_of.isoformat()}.parquet"
+            target.unlink(missing_ok=True)
+            pq.write_table(write.rows, target)
+            return
+        rows = write.rows
+        old_path = previous / f"{write.name}.parquet" if previous is not None else None
+        if write.replace != "all" and old_path is not None and old_path.exists():
+            old = pq.read_table(old_path)
+            keep = pc.not_equal(old["as_of"], pa.scalar(as_of, pa.date32()))
+            if write.replace == "as_of_not_published":
+                keep = pc.or_(keep, pc.equal(old["status"], "published"))
+            rows = pa.concat_tables([old.filter(keep), rows.cast(old.schema)])
+        target = staging / f"{write.name}.parquet"
+        target.unlink(missing_ok=True)
+        pq.write_table(rows, target)
+
+    def _point_current_to(self, folder: Path) -> None:
+        """Atomically repoint `current`: rename a fresh symlink over the old one."""
+        link = self.root / f".current-{uuid.uuid4().hex[:8]}"
+        link.symlink_to(folder.relative_to(self.root))
+        os.replace(link, self.current)
+
+    def _prune(self) -> None:
+        """Keep the last few publications (for readers mid-read and for rollback)."""
+        current = self.current.resolve()
+        finished = sorted(
+            (p for p in self.publications.iterdir() if not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for old in finished[:-KEEP_PUBLICATIONS]:
+            if old != current:
+                shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,95 @@
+"""Reading input tables from Parquet, CSV, DuckDB and PostgreSQL into Arrow."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from segflow.errors import ConfigError, SourceError
+from segflow.uris import duckdb_path, redact_uri, table_query_parameter
+
+
+def read_source(source: str, uri: str) -> pa.Table:
+    """Read one source completely; any failure becomes a SourceError naming the source."""
+    if uri.startswith("duckdb://"):
+        table = _read_duckdb(source, uri)
+    elif uri.startswith(("postgresql://", "postgres://")):
+        table = _read_postgres(source, uri)
+    elif uri.lower().endswith((".parquet", ".pq")) or Path(uri).is_dir():
+        table = _read_parquet(source, uri)
+    elif uri.lower().endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        table = _read_csv(source, uri)
+    else:
+        raise ConfigError(
+            f"source '{source}': cannot tell the format of {redact_uri(uri)}; use a .parquet or .csv "
+            "path or glob, duckdb:///FILE?table=NAME or postgresql://...?table=NAME"
+        )
+    if table.num_rows == 0:
+        raise SourceError(f"source '{source}' ({redact_uri(uri)}) has no rows")
+    return table
+
+
+def _matching_files(source: str, pattern: str) -> list[str]:
+    files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    missing = [f for f in files if not Path(f).exists()]
+    if not files or missing:
+        raise SourceError(
+            f"source '{source}': no file found at {missing[0] if missing else pattern}"
+        )
+    return files
+
+
+def _read_parquet(source: str, pattern: str) -> pa.Table:
+    files = _matching_files(source, pattern)
+    try:
+        return ds.dataset(files if len(files) > 1 else files[0], format="parquet").to_table()
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SourceError(
+            f"source '{source}': {pattern} is not a readable Parquet file ({error})"
+        ) from error
+
+
+def _read_csv(source: str, pattern: str) -> pa.Table:
+    files = _matching_files(source, pattern)
+    try:
+        with duckdb.connect() as connection:
+            return connection.read_csv(files, header=True).to_arrow_table()
+    except duckdb.Error as error:
+        first_line = str(error).splitlines()[0]
+        raise SourceError(
+            f"source '{source}': {pattern} could not be read as CSV ({first_line}); "
+            "check its delimiter, header and encoding (UTF-8 expected)"
+        ) from error
+
+
+def _read_duckdb(source: str, uri: str) -> pa.Table:
+    _, table = table_query_parameter(uri, source)
+    path = duckdb_path(uri)
+    if not Path(path).exists():
+        raise SourceError(f"source '{source}': DuckDB file {path} not found")
+    try:
+        with duckdb.connect(path, read_only=True) as connection:
+            return connection.sql(f"SELECT * FROM {table}").to_arrow_table()
+    except duckdb.Error as error:
+        raise SourceError(
+            f"source '{source}': cannot read {table} from {path} ({error})"
+        ) from error
+
+
+def _read_postgres(source: str, uri: str) -> pa.Table:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    connection_uri, table = table_query_parameter(uri, source)
+    try:
+        with adbc.connect(connection_uri) as connection, connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM {table}")
+            return cursor.fetch_arrow_table()
+    except Exception as error:  # the driver raises several unrelated error types
+        message = str(error).replace(connection_uri, redact_uri(connection_uri))
+        raise SourceError(
+            f"source '{source}': cannot read {table} from PostgreSQL ({message})"
+        ) from error

@@ -1,0 +1,256 @@
+"""Publication targets: DuckDB, PostgreSQL and Parquet, each swapping a run's tables in at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal, Protocol
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from segflow.config import PublishConfig
+from segflow.errors import PublishError
+from segflow.tables import TABLES
+from segflow.uris import duckdb_path, redact_uri
+
+Replace = Literal["all", "as_of", "as_of_not_published"]
+
+
+@dataclass
+class TableWrite:
+    """Rows for one published table and what they replace: the whole table or one as-of date."""
+
+    name: str
+    rows: pa.Table
+    replace: Replace
+
+    def __post_init__(self) -> None:
+        expected = [column for column, _ in TABLES[self.name].columns]
+        if self.rows.column_names != expected:
+            raise PublishError(f"table {self.name}: columns {self.rows.column_names}, expected {expected}")
+
+
+@dataclass
+class StoredState:
+    """What a target holds now: the snapshot, its as-of, the key registry, that date's changes."""
+
+    snapshot: pd.DataFrame | None = None
+    snapshot_as_of: date | None = None
+    definitions: pd.DataFrame | None = None
+    changes_on_as_of: pd.DataFrame | None = None
+
+
+class PublicationStore(Protocol):
+    def describe(self) -> str: ...
+
+    def read_state(self, as_of: date) -> StoredState: ...
+
+    def publish(self, as_of: date, writes: list[TableWrite]) -> None: ...
+
+
+def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
+    """The column type of an Arrow type in DuckDB or PostgreSQL."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "VARCHAR" if dialect == "duckdb" else "TEXT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE" if dialect == "duckdb" else "DOUBLE PRECISION"
+    simple = {
+        pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.int8(): "SMALLINT",
+        pa.bool_(): "BOOLEAN", pa.date32(): "DATE",
+    }
+    if arrow_type in simple:
+        return simple[arrow_type]
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP"
+    raise PublishError(f"no warehouse column type for Arrow type {arrow_type}")
+
+
+def create_table_sql(qualified: str, schema: pa.Schema, primary_key: tuple[str, ...], dialect: str,
+                     if_not_exists: bool) -> str:
+    columns = [f'"{field.name}" {sql_type(field.type, dialect)}' for field in schema]
+    if primary_key:
+        columns.append("PRIMARY KEY (" + ", ".join(f'"{c}"' for c in primary_key) + ")")
+    guard = "IF NOT EXISTS " if if_not_exists else ""
+    return f"CREATE TABLE {guard}{qualified} ({', '.join(columns)})"
+
+
+def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:
+    condition = f'"as_of" = {placeholder}'
+    if replace == "as_of_not_published":
+        condition += " AND \"status\" <> 'published'"
+    return f"DELETE FROM {qualified} WHERE {condition}"
+
+
+class DuckDBStore:
+    """A DuckDB file; every publication is one transaction."""
+
+    def __init__(self, path: str, schema: str):
+        self.path = path
+        self.schema = schema
+
+    def describe(self) -> str:
+        return f"DuckDB {self.path} (schema {self.schema})"
+
+    def _name(self, table: str) -> str:
+        return f'"{self.schema}"."{table}"'
+
+    def read_state(self, as_of: date) -> StoredState:
+        if not Path(self.path).exists():
+            return StoredState()
+        with duckdb.connect(self.path, read_only=True) as connection:
+            present = {
+                row[0]
+                for row in connection.sql(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+                    params=[self.schema],
+                ).fetchall()
+            }
+            if "customer_segments" not in present:
+                return StoredState()
+
+            def query(sql: str, parameters: list | None = None) -> pd.DataFrame:
+                return connection.sql(sql, params=parameters).to_arrow_table().to_pandas()
+
+            return StoredState(
+                snapshot=query(f"SELECT * FROM {self._name('customer_segments')}"),
+                snapshot_as_of=connection.sql(
+                    f"SELECT max(as_of) FROM {self._name('segmentation_runs')} WHERE status = 'published'"
+                ).fetchall()[0][0],
+                definitions=query(f"SELECT * FROM {self._name('segment_definitions')}"),
+                changes_on_as_of=query(
+                    f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = ?", [as_of]
+                ),
+            )
+
+    def publish(self, as_of: date, writes: list[TableWrite]) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with duckdb.connect(self.path) as connection:
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                for write in writes:
+                    self._write(connection, as_of, write)
+                connection.execute("COMMIT")
+            except Exception:
+                connection.execute("ROLLBACK")
+                raise
+
+    def _write(self, connection: duckdb.DuckDBPyConnection, as_of: date, write: TableWrite) -> None:
+        spec = TABLES[write.name]
+        target = self._name(write.name)
+        connection.register("staged_rows", write.rows)
+        if write.replace == "all":
+            fresh = self._name(f"{write.name}__new")
+            connection.execute(f"DROP TABLE IF EXISTS {fresh}")
+            connection.execute(create_table_sql(fresh, write.rows.schema, spec.primary_key, "duckdb", False))
+            connection.execute(f"INSERT INTO {fresh} SELECT * FROM staged_rows")
+            connection.execute(f"DROP TABLE IF EXISTS {target}")
+            connection.execute(f'ALTER TABLE {fresh} RENAME TO "{write.name}"')
+        else:
+            connection.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "duckdb", True))
+            connection.execute(delete_sql(target, write.replace, "?"), [as_of])
+            connection.execute(f"INSERT INTO {target} SELECT * FROM staged_rows")
+        connection.unregister("staged_rows")
+
+
+class PostgresStore:
+    """A PostgreSQL schema: rows bulk-loaded with ADBC, then swapped in by one transaction."""
+
+    def __init__(self, uri: str, schema: str, lock_timeout_seconds: int = 30):
+        self.uri = uri
+        self.schema = schema
+        self.lock_timeout_seconds = lock_timeout_seconds
+
+    def describe(self) -> str:
+        return f"PostgreSQL {redact_uri(self.uri)} (schema {self.schema})"
+
+    def _name(self, table: str) -> str:
+        return f'"{self.schema}"."{table}"'
+
+    def _connect(self):
+        import adbc_driver_postgresql.dbapi as adbc
+
+        try:
+            return adbc.connect(self.uri)
+        except Exception as error:
+            raise PublishError(
+                f"cannot connect to {redact_uri(self.uri)}: {str(error).replace(self.uri, '***')}"
+            ) from error
+
+    def read_state(self, as_of: date) -> StoredState:
+        with self._connect() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass($1)", parameters=(f"{self._name('customer_segments')}",))
+            if cursor.fetchone()[0] is None:
+                return StoredState()
+
+            def query(sql: str, parameters: tuple = ()) -> pd.DataFrame:
+                cursor.execute(sql, parameters=parameters or None)
+                return cursor.fetch_arrow_table().to_pandas()
+
+            cursor.execute(
+                f"SELECT max(as_of) FROM {self._name('segmentation_runs')} WHERE status = 'published'"
+            )
+            snapshot_as_of = cursor.fetchone()[0]
+            return StoredState(
+                snapshot=query(f"SELECT * FROM {self._name('customer_segments')}"),
+                snapshot_as_of=snapshot_as_of,
+                definitions=query(f"SELECT * FROM {self._name('segment_definitions')}"),
+                changes_on_as_of=query(
+                    f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = $1", (as_of,)
+                ),
+            )
+
+    def publish(self, as_of: date, writes: list[TableWrite]) -> None:
+        with self._connect() as connection, connection.cursor() as cursor:
+            try:
+                cursor.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_seconds)}s'")
+                cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                for write in writes:
+                    self._write(cursor, as_of, write)
+                connection.commit()
+            except Exception:
+                connection.rollback()
+                raise
+
+    def _write(self, cursor, as_of: date, write: TableWrite) -> None:
+        spec = TABLES[write.name]
+        target = self._name(write.name)
+        if write.replace == "all":
+            fresh = f"{write.name}__new"
+            cursor.execute(f"DROP TABLE IF EXISTS {self._name(fresh)}")
+            cursor.execute(
+                create_table_sql(self._name(fresh), write.rows.schema, spec.primary_key, "postgres", False)
+            )
+            cursor.adbc_ingest(fresh, write.rows, mode="append", db_schema_name=self.schema)
+            cursor.execute(f"DROP TABLE IF EXISTS {target}")
+            cursor.execute(f'ALTER TABLE {self._name(fresh)} RENAME TO "{write.name}"')
+            if spec.primary_key:
+                cursor.execute(
+                    f'ALTER INDEX "{self.schema}"."{fresh}_pkey" RENAME TO "{write.name}_pkey"'
+                )
+        else:
+            staging = f"staged_{write.name}"
+            cursor.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "postgres", True))
+            cursor.execute(f'DROP TABLE IF EXISTS pg_temp."{staging}"')
+            cursor.adbc_ingest(staging, write.rows, mode="create", temporary=True)
+            cursor.execute(delete_sql(target, write.replace, "$1"), parameters=(as_of,))
+            cursor.execute(f'INSERT INTO {target} SELECT * FROM pg_temp."{staging}"')
+            cursor.execute(f'DROP TABLE pg_temp."{staging}"')
+
+
+def open_stores(publish: PublishConfig) -> list[PublicationStore]:
+    """The configured targets, the warehouse first: it is the one whose state a run reads."""
+    from segflow.parquet_store import ParquetStore
+
+    stores: list[PublicationStore] = []
+    if publish.warehouse is not None:
+        if publish.warehouse.startswith("duckdb://"):
+            stores.append(DuckDBStore(duckdb_path(publish.warehouse), publish.schema_name))
+        else:
+            stores.append(PostgresStore(publish.warehouse, publish.schema_name))
+    if publish.parquet is not None:
+        stores.append(ParquetStore(Path(publish.parquet)))
+    return stores

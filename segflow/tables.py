@@ -1,0 +1,136 @@
+"""The published tables: names, columns, types and keys, shared by every storage target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+
+CUSTOMER_ID = "customer_id"
+NOISE_SEGMENT_KEY = "seg-0000"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One published table: typed columns, its primary key, and how a run writes it."""
+
+    name: str
+    columns: tuple[tuple[str, pa.DataType | None], ...]  # None: the customer id's own type
+    primary_key: tuple[str, ...] = ()
+    # "snapshot": replaced whole by each publication; "per_as_of": the run's as-of rows are
+    # replaced, other dates kept (append-only history, idempotent per date).
+    mode: str = "snapshot"
+
+    def arrow_schema(self, id_type: pa.DataType) -> pa.Schema:
+        return pa.schema([(name, id_type if kind is None else kind) for name, kind in self.columns])
+
+
+TIMESTAMP = pa.timestamp("us")
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "customer_segments",
+            (
+                (CUSTOMER_ID, None),
+                ("segment_key", pa.string()),
+                ("segment_name", pa.string()),
+                ("segment_since", pa.date32()),
+                ("changed_at", TIMESTAMP),
+            ),
+            primary_key=(CUSTOMER_ID,),
+        ),
+        TableSpec(
+            "segment_changes",
+            (
+                ("run_id", pa.string()),
+                ("as_of", pa.date32()),
+                (CUSTOMER_ID, None),
+                ("from_segment_key", pa.string()),
+                ("to_segment_key", pa.string()),
+                ("change_type", pa.string()),
+                ("from_segment_since", pa.date32()),
+                ("changed_at", TIMESTAMP),
+            ),
+            primary_key=("as_of", CUSTOMER_ID),
+            mode="per_as_of",
+        ),
+        TableSpec(
+            "segment_profiles",
+            (
+                ("run_id", pa.string()),
+                ("as_of", pa.date32()),
+                ("segment_key", pa.string()),
+                ("segment_name", pa.string()),
+                ("description", pa.string()),
+                ("size", pa.int64()),
+                ("share", pa.float64()),
+                ("features", pa.string()),
+                ("top_categories", pa.string()),
+            ),
+            primary_key=("as_of", "segment_key"),
+            mode="per_as_of",
+        ),
+        TableSpec(
+            "segment_definitions",
+            (
+                ("segment_key", pa.string()),
+                ("segment_name", pa.string()),
+                ("description", pa.string()),
+                ("first_seen", pa.date32()),
+                ("last_seen", pa.date32()),
+                ("active", pa.bool_()),
+            ),
+            primary_key=("segment_key",),
+        ),
+        TableSpec(
+            "segmentation_runs",
+            (
+                ("run_id", pa.string()),
+                ("as_of", pa.date32()),
+                ("started_at", TIMESTAMP),
+                ("finished_at", TIMESTAMP),
+                ("status", pa.string()),
+                ("message", pa.string()),
+                ("algorithm", pa.string()),
+                ("parameters", pa.string()),
+                ("scores", pa.string()),
+                ("n_segments", pa.int64()),
+                ("gate_passed", pa.bool_()),
+                ("gate_reasons", pa.string()),
+                ("rows_read", pa.string()),
+                ("rows_quarantined", pa.int64()),
+                ("rows_published", pa.int64()),
+                ("contract_versions", pa.string()),
+                ("input_fingerprint", pa.string()),
+                ("code_version", pa.string()),
+                ("details", pa.string()),
+            ),
+            primary_key=("run_id",),
+        ),
+        TableSpec(
+            "quarantine",
+            (
+                ("run_id", pa.string()),
+                ("as_of", pa.date32()),
+                ("source", pa.string()),
+                ("rule", pa.string()),
+                ("column_name", pa.string()),
+                ("severity", pa.string()),
+                ("row_number", pa.int64()),
+                ("record", pa.string()),
+            ),
+            mode="per_as_of",
+        ),
+    )
+}
+
+
+def to_arrow(name: str, frame: pd.DataFrame, id_type: pa.DataType) -> pa.Table:
+    """A frame as an Arrow table with exactly the published columns and types."""
+    schema = TABLES[name].arrow_schema(id_type)
+    missing = [field.name for field in schema if field.name not in frame.columns]
+    if missing:
+        raise ValueError(f"table {name}: columns {missing} are missing")
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)

@@ -1,0 +1,1 @@
+"""One module per pipeline stage: plain functions, with thin Prefect tasks at the edge."""

@@ -1,0 +1,302 @@
+"""Publish: stable segment keys, the change feed, and the tables swapped in atomically."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from prefect import task
+from prefect.logging import get_run_logger
+from scipy.optimize import linear_sum_assignment
+
+from segflow.errors import ConfigError
+from segflow.ledger import RunLedger
+from segflow.retry import IO_RETRY_POLICY
+from segflow.stores import PublicationStore, StoredState, TableWrite
+from segflow.tables import CUSTOMER_ID, NOISE_SEGMENT_KEY, to_arrow
+
+NOISE_LABEL = -1
+MIN_JACCARD = 0.4
+SNAPSHOT_COLUMNS = [CUSTOMER_ID, "segment_key", "segment_since", "changed_at"]
+
+
+@dataclass
+class Publication:
+    """Every table a run writes, ready for any storage target."""
+
+    run_id: str
+    as_of: date
+    writes: list[TableWrite]
+    counts: dict[str, int]
+
+
+def as_of_timestamp(as_of: date) -> pd.Timestamp:
+    return pd.Timestamp(datetime.combine(as_of, datetime.min.time()))
+
+
+def state_before(stored: StoredState, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The membership snapshot as it was before `as_of`, and the snapshot a rerun of it replaces."""
+    empty = pd.DataFrame(columns=SNAPSHOT_COLUMNS)
+    if stored.snapshot is None or stored.snapshot_as_of is None:
+        return empty, None
+    if stored.snapshot_as_of < as_of:
+        return stored.snapshot[SNAPSHOT_COLUMNS], None
+    if stored.snapshot_as_of > as_of:
+        raise ConfigError(
+            f"as-of {as_of} is before the current publication ({stored.snapshot_as_of}); "
+            "publishing an older date would rewind the CRM: run the dates in order"
+        )
+    changes = stored.changes_on_as_of if stored.changes_on_as_of is not None else empty
+    changed = stored.snapshot[CUSTOMER_ID].isin(changes[CUSTOMER_ID])
+    restored = changes[changes["from_segment_key"].notna()]
+    restored = pd.DataFrame(
+        {
+            CUSTOMER_ID: restored[CUSTOMER_ID],
+            "segment_key": restored["from_segment_key"],
+            "segment_since": restored["from_segment_since"],
+            "changed_at": pd.to_datetime(restored["from_segment_since"]),
+        }
+    )
+    before = pd.concat([stored.snapshot.loc[~changed, SNAPSHOT_COLUMNS], restored], ignore_index=True)
+    return before, stored.snapshot[SNAPSHOT_COLUMNS]
+
+
+def overlap_matches(
+    assignments: pd.DataFrame, snapshot: pd.DataFrame, eligible_keys: set[str] | None = None
+) -> dict[int, str]:
+    """Pair new labels with old keys by an optimal assignment on member overlap (Jaccard)."""
+    old = snapshot[snapshot["segment_key"] != NOISE_SEGMENT_KEY]
+    if eligible_keys is not None:
+        old = old[old["segment_key"].isin(eligible_keys)]
+    new = assignments[assignments["label"] != NOISE_LABEL]
+    if old.empty or new.empty:
+        return {}
+    overlap = pd.crosstab(
+        new.merge(old[[CUSTOMER_ID, "segment_key"]], on=CUSTOMER_ID)["label"],
+        new.merge(old[[CUSTOMER_ID, "segment_key"]], on=CUSTOMER_ID)["segment_key"],
+    )
+    if overlap.empty:
+        return {}
+    new_sizes = new["label"].value_counts().reindex(overlap.index).to_numpy()[:, None]
+    old_sizes = old["segment_key"].value_counts().reindex(overlap.columns).to_numpy()[None, :]
+    jaccard = overlap.to_numpy() / (new_sizes + old_sizes - overlap.to_numpy())
+    rows, cols = linear_sum_assignment(-jaccard)
+    return {
+        int(overlap.index[r]): str(overlap.columns[c])
+        for r, c in zip(rows, cols, strict=True)
+        if jaccard[r, c] >= MIN_JACCARD
+    }
+
+
+def next_keys(used: set[str], count: int) -> list[str]:
+    """Fresh keys after the highest ever issued; a key is never reused."""
+    highest = max((int(k.split("-")[1]) for k in used if k.startswith("seg-")), default=0)
+    return [f"seg-{highest + i:04d}" for i in range(1, count + 1)]
+
+
+def assign_segment_keys(
+    assignments: pd.DataFrame,
+    before: pd.DataFrame,
+    replaced: pd.DataFrame | None,
+    definitions: pd.DataFrame,
+    as_of: date,
+) -> dict[int, str]:
+    """Each label's segment key: last publication's key if it persists, else a new one."""
+    keys = overlap_matches(assignments, before)
+    if replaced is not None:  # a rerun of the same date reuses the keys that date first issued
+        issued_today = set(definitions.loc[definitions["first_seen"] == as_of, "segment_key"])
+        leftover = assignments[~assignments["label"].isin(list(keys))]
+        for label, key in overlap_matches(leftover, replaced, issued_today).items():
+            if key not in keys.values():
+                keys[label] = key
+    unmatched = sorted(
+        int(label) for label in assignments["label"].unique() if label != NOISE_LABEL and label not in keys
+    )
+    issued = set(definitions["segment_key"]) | set(before["segment_key"]) | {NOISE_SEGMENT_KEY}
+    keys.update(zip(unmatched, next_keys(issued, len(unmatched)), strict=True))
+    if (assignments["label"] == NOISE_LABEL).any():
+        keys[NOISE_LABEL] = NOISE_SEGMENT_KEY
+    return keys
+
+
+def segment_names(
+    profiles: pd.DataFrame, keys: dict[int, str], definitions: pd.DataFrame
+) -> dict[str, tuple[str, str]]:
+    """Name and description per key: a persisting segment keeps its name."""
+    known = dict(zip(definitions["segment_key"], definitions["segment_name"], strict=True))
+    names: dict[str, tuple[str, str]] = {}
+    for row in profiles.itertuples():
+        key = keys[row.label]
+        names[key] = (known.get(key, row.name), row.description)
+    taken: dict[str, int] = {}
+    for key in sorted(names):
+        name, description = names[key]
+        taken[name] = taken.get(name, 0) + 1
+        if taken[name] > 1:
+            names[key] = (f"{name} #{taken[name]}", description)
+    return names
+
+
+def membership_tables(
+    assignments: pd.DataFrame,
+    keys: dict[int, str],
+    names: dict[str, tuple[str, str]],
+    before: pd.DataFrame,
+    run_id: str,
+    as_of: date,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The new customer_segments snapshot and this run's segment_changes rows."""
+    stamp = as_of_timestamp(as_of)
+    current = pd.DataFrame(
+        {CUSTOMER_ID: assignments[CUSTOMER_ID], "segment_key": assignments["label"].map(keys)}
+    )
+    merged = current.merge(before, on=CUSTOMER_ID, how="outer", suffixes=("", "_before"), indicator=True)
+    stayed = merged["segment_key"] == merged["segment_key_before"]
+    snapshot = merged[merged["_merge"] != "right_only"].copy()
+    kept = stayed[snapshot.index]
+    snapshot["segment_since"] = np.where(kept, snapshot["segment_since"], as_of)
+    snapshot["changed_at"] = pd.to_datetime(np.where(kept, snapshot["changed_at"], stamp))
+    snapshot["segment_name"] = snapshot["segment_key"].map(lambda k: names[k][0])
+
+    moved = merged[~stayed]
+    change_type = np.select(
+        [moved["_merge"] == "left_only", moved["_merge"] == "right_only"], ["entered", "left"], "moved"
+    )
+    changes = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "as_of": as_of,
+            CUSTOMER_ID: moved[CUSTOMER_ID],
+            "from_segment_key": moved["segment_key_before"],
+            "to_segment_key": moved["segment_key"],
+            "change_type": change_type,
+            "from_segment_since": moved["segment_since"],
+            "changed_at": stamp,
+        }
+    )
+    snapshot = snapshot.sort_values(CUSTOMER_ID, kind="stable").reset_index(drop=True)
+    return snapshot, changes.sort_values(CUSTOMER_ID, kind="stable").reset_index(drop=True)
+
+
+def definitions_table(
+    definitions: pd.DataFrame, names: dict[str, tuple[str, str]], as_of: date
+) -> pd.DataFrame:
+    """Every key ever issued; the active ones get this run's name, description and last_seen."""
+    table = definitions.set_index("segment_key") if not definitions.empty else pd.DataFrame(
+        columns=["segment_name", "description", "first_seen", "last_seen", "active"]
+    ).rename_axis("segment_key")
+    table["active"] = False
+    for key, (name, description) in names.items():
+        first_seen = table.at[key, "first_seen"] if key in table.index else as_of
+        table.loc[key, ["segment_name", "description", "first_seen", "last_seen", "active"]] = [
+            name, description, first_seen, as_of, True,
+        ]
+    return table.reset_index().sort_values("segment_key").reset_index(drop=True)
+
+
+def profiles_table(
+    profiles: pd.DataFrame, keys: dict[int, str], names: dict[str, tuple[str, str]],
+    run_id: str, as_of: date,
+) -> pd.DataFrame:
+    segment_keys = profiles["label"].map(keys)
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "as_of": as_of,
+            "segment_key": segment_keys,
+            "segment_name": [names[k][0] for k in segment_keys],
+            "description": [names[k][1] for k in segment_keys],
+            "size": profiles["size"],
+            "share": profiles["share"],
+            "features": [json.dumps(f, sort_keys=True) for f in profiles["features"]],
+            "top_categories": [json.dumps(c, sort_keys=True) for c in profiles["top_categories"]],
+        }
+    ).sort_values("segment_key").reset_index(drop=True)
+
+
+def build_publication(
+    customer_ids: pd.Series,
+    labels: np.ndarray,
+    profiles: pd.DataFrame,
+    stored: StoredState,
+    ledger: RunLedger,
+    run_facts: dict[str, Any],
+) -> Publication:
+    """All tables of a successful run, keyed so that persisting segments keep their identity."""
+    run_id, as_of, id_type = ledger.run_id, ledger.as_of, ledger.id_type
+    assignments = pd.DataFrame({CUSTOMER_ID: customer_ids.to_numpy(), "label": labels})
+    before, replaced = state_before(stored, as_of)
+    definitions = stored.definitions if stored.definitions is not None else pd.DataFrame(
+        columns=["segment_key", "segment_name", "description", "first_seen", "last_seen", "active"]
+    )
+    keys = assign_segment_keys(assignments, before, replaced, definitions, as_of)
+    names = segment_names(profiles, keys, definitions)
+    snapshot, changes = membership_tables(assignments, keys, names, before, run_id, as_of)
+    run_row = ledger.row("published", "published", rows_published=len(snapshot), **run_facts)
+    writes = [
+        TableWrite("customer_segments", to_arrow("customer_segments", snapshot, id_type), "all"),
+        TableWrite("segment_changes", to_arrow("segment_changes", changes, id_type), "as_of"),
+        TableWrite("segment_profiles",
+                   to_arrow("segment_profiles", profiles_table(profiles, keys, names, run_id, as_of),
+                            id_type), "as_of"),
+        TableWrite("segment_definitions",
+                   to_arrow("segment_definitions", definitions_table(definitions, names, as_of),
+                            id_type), "all"),
+        *ledger.writes(run_row, published=True),
+    ]
+    counts = {
+        "customers": len(snapshot),
+        "changes": len(changes),
+        "segments": len(names),
+        "new_segments": sum(1 for k in names if k not in set(definitions["segment_key"])),
+        "quarantined_rows": len(ledger.quarantine),
+    }
+    return Publication(run_id=run_id, as_of=as_of, writes=writes, counts=counts)
+
+
+@task(name="publish", **IO_RETRY_POLICY)
+def publish_task(stores: list[PublicationStore], publication: Publication) -> dict[str, int]:
+    """Write the publication to every target; each target swaps all its tables in at once."""
+    logger = get_run_logger()
+    for store in stores:
+        store.publish(publication.as_of, publication.writes)
+        logger.info("publish: %s now holds run %s (as of %s): %s",
+                    store.describe(), publication.run_id, publication.as_of, publication.counts)
+    return publication.counts
+
+
+@task(name="read-publication-state", **IO_RETRY_POLICY)
+def read_state_task(store: PublicationStore, as_of: date) -> StoredState:
+    return store.read_state(as_of)
+
+
+def record_run(
+    stores: list[PublicationStore], ledger: RunLedger, status: str, message: str,
+    run_facts: dict[str, Any] | None = None,
+) -> None:
+    """Record a run that published no segments, with its quarantine; segment tables stay as they were."""
+    writes = ledger.writes(ledger.row(status, message, **(run_facts or {})), published=False)
+    for store in stores:
+        store.publish(ledger.as_of, writes)
+
+
+@task(name="record-run", **IO_RETRY_POLICY)
+def record_run_task(
+    stores: list[PublicationStore], ledger: RunLedger, status: str, message: str,
+    run_facts: dict[str, Any] | None = None,
+) -> None:
+    record_run(stores, ledger, status, message, run_facts)
+    get_run_logger().warning("run %s as of %s ended %s: %s", ledger.run_id, ledger.as_of, status, message)
+
+
+def record_failure(stores: list[PublicationStore], ledger: RunLedger, error: BaseException) -> None:
+    """Best effort: note an unexpected failure in segmentation_runs, never masking the error itself."""
+    try:
+        record_run(stores, ledger, "failed", f"{type(error).__name__}: {error}")
+    except Exception as recording_error:  # the store itself may be what failed
+        get_run_logger().error("could not record the failed run %s: %s", ledger.run_id, recording_error)

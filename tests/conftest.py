@@ -1,0 +1,56 @@
+"""Shared fixtures: the real PostgreSQL server, a Prefect test harness, small demo data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_URI = os.environ.get("SEGFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_uri() -> str:
+    """The PostgreSQL server the tests run against (a real one: .ci/run starts it)."""
+    try:
+        with psycopg.connect(PG_URI, connect_timeout=5) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError as error:
+        pytest.fail(f"PostgreSQL at {PG_URI} is not reachable ({error}); start it, see .ci/run")
+    return PG_URI
+
+
+@pytest.fixture
+def pg_schema(pg_uri: str):
+    """A fresh schema name, dropped with everything in it after the test."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    yield schema
+    with psycopg.connect(pg_uri, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the whole test session (it costs 10-15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> dict[str, Path]:
+    """A 3,000-customer version of the demo data, written once per test session."""
+    import pyarrow.parquet as pq
+
+    from segflow.demo import generate_demo_tables
+
+    folder = tmp_path_factory.mktemp("small_demo")
+    customers, transactions = generate_demo_tables(n_customers=3000, seed=11)
+    paths = {"customers": folder / "customers.parquet", "transactions": folder / "transactions.parquet"}
+    pq.write_table(customers, paths["customers"])
+    pq.write_table(transactions, paths["transactions"])
+    return paths

@@ -1,0 +1,65 @@
+"""Preprocessing: duplicates, imputation, constant columns, skew and one-hot categories."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segflow.config import FeaturesConfig, PreprocessConfig
+from segflow.errors import ConfigError
+from segflow.tasks.preprocess import prepare_features
+from segflow.tasks.scale import fit_scaler
+
+
+def customers() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "b", "c", "d", "d", "e"],
+            "spend": [10.0, 20.0, 20.0, np.nan, 1000.0, 5.0, 30.0],
+            "visits": [1, 2, 2, 3, 4, 9, 5],
+            "constant": [1, 1, 1, 1, 1, 1, 1],
+            "empty": [np.nan] * 7,
+            "channel": ["Email ", "email", "email", None, "social", "x", "SOCIAL"],
+        }
+    )
+
+
+def test_duplicates_missing_values_and_categories():
+    prepared = prepare_features(
+        customers(), FeaturesConfig(categorical=["channel"]), PreprocessConfig(log_transform_skewed=False), []
+    )
+    recipe = prepared.recipe
+    assert list(prepared.customer_ids) == ["a", "b", "c", "d", "e"]
+    assert recipe["exact_duplicate_rows"] == 1
+    assert recipe["conflicting_id_rows"] == 1
+    assert recipe["constant_columns_dropped"] == ["constant"]
+    assert recipe["all_null_columns_dropped"] == ["empty"]
+    assert prepared.numeric_columns == ["spend", "visits"]
+    assert recipe["missing_values"] == {"spend": 1}
+    assert prepared.readable.loc[2, "spend"] == pytest.approx(np.median([10, 20, 1000, 30]))
+    assert list(prepared.readable["channel"]) == ["email", "email", "missing", "social", "social"]
+    one_hot = prepared.model_input.filter(like="channel=")
+    assert sorted(one_hot.columns) == ["channel=email", "channel=missing", "channel=social"]
+    assert (one_hot.sum(axis=1) == 1).all()
+    assert not prepared.model_input.isna().any().any()
+
+
+def test_skewed_non_negative_columns_are_log_transformed():
+    prepared = prepare_features(customers(), FeaturesConfig(numeric=["spend"]), PreprocessConfig(), [])
+    assert prepared.recipe["log1p_columns"] == ["spend"]
+    assert prepared.model_input["spend"].max() == pytest.approx(np.log1p(1000.0))
+    assert prepared.readable["spend"].max() == 1000.0
+
+
+def test_unknown_feature_column_is_named():
+    with pytest.raises(ConfigError, match="'lifetime_value'"):
+        prepare_features(customers(), FeaturesConfig(numeric=["lifetime_value"]), PreprocessConfig(), [])
+
+
+@pytest.mark.parametrize("kind", ["minmax", "standard", "robust"])
+def test_scalers_give_finite_matrices(kind):
+    prepared = prepare_features(customers(), FeaturesConfig(categorical=["channel"]), PreprocessConfig(), [])
+    matrix, _ = fit_scaler(prepared.model_input, kind)
+    assert matrix.shape == prepared.model_input.shape
+    assert np.isfinite(matrix).all()
+    if kind == "minmax":
+        assert matrix.min() == 0.0 and matrix.max() == 1.0

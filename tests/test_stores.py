@@ -1,0 +1,128 @@
+"""Storage targets on real DuckDB, PostgreSQL and Parquet: atomic swaps and idempotent dates."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from segflow.ledger import RunLedger
+from segflow.parquet_store import ParquetStore
+from segflow.stores import DuckDBStore, PostgresStore, TableWrite
+from segflow.tasks.publish import build_publication
+from tests.test_publish import profiles_for
+
+DAY1, DAY2 = date(2026, 5, 1), date(2026, 5, 2)
+IDS = np.array([f"c{i:04d}" for i in range(500)])
+
+
+def publication_for(store, labels, as_of):
+    ledger = RunLedger(as_of=as_of, id_type=pa.string())
+    stored = store.read_state(as_of)
+    return build_publication(pd.Series(IDS), labels, profiles_for(labels), stored, ledger, {})
+
+
+def read_duckdb(path, table):
+    with duckdb.connect(str(path), read_only=True) as connection:
+        return connection.execute(f"SELECT * FROM segments.{table} ORDER BY ALL").df()
+
+
+def read_postgres(uri, schema, table):
+    with psycopg.connect(uri) as connection:
+        cursor = connection.execute(f'SELECT * FROM "{schema}"."{table}" ORDER BY 1, 2')
+        return pd.DataFrame(cursor.fetchall(), columns=[c.name for c in cursor.description])
+
+
+def read_parquet(root, table):
+    path = root / "current" / f"{table}.parquet"
+    if path.exists():
+        return pq.read_table(path).to_pandas()
+    return pq.read_table(root / "current" / table).to_pandas()
+
+
+@pytest.fixture(params=["duckdb", "postgres", "parquet"])
+def target(request, tmp_path):
+    """(store, read(table) -> DataFrame) for each kind of target."""
+    if request.param == "duckdb":
+        path = tmp_path / "w.duckdb"
+        return DuckDBStore(str(path), "segments"), lambda t: read_duckdb(path, t)
+    if request.param == "postgres":
+        uri = request.getfixturevalue("pg_uri")
+        schema = request.getfixturevalue("pg_schema")
+        return PostgresStore(uri, schema), lambda t: read_postgres(uri, schema, t)
+    return ParquetStore(tmp_path / "pq"), lambda t: read_parquet(tmp_path / "pq", t)
+
+
+def labels(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 3, size=len(IDS))
+
+
+def test_publish_then_rerun_the_same_date_is_idempotent(target):
+    store, read = target
+    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    second = labels(1)
+    second[:25] = (second[:25] + 1) % 3
+    store.publish(DAY2, publication_for(store, second, DAY2).writes)
+    snapshot = read("customer_segments").sort_values("customer_id").reset_index(drop=True)
+    changes = read("segment_changes")
+
+    store.publish(DAY2, publication_for(store, second, DAY2).writes)  # the same date again
+    again = read("customer_segments").sort_values("customer_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(snapshot, again)
+    assert len(read("segment_changes")) == len(changes) == len(IDS) + 25
+    runs = read("segmentation_runs")
+    assert sorted(pd.to_datetime(runs["as_of"]).dt.date) == [DAY1, DAY2]
+    assert len(read("segment_profiles")) == 6
+    assert snapshot["customer_id"].is_unique and len(snapshot) == len(IDS)
+
+
+def test_a_failing_publication_leaves_the_previous_one_readable(target):
+    store, read = target
+    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    before = read("customer_segments")
+    writes = publication_for(store, labels(2), DAY2).writes
+    # the changes repeat a primary key, after customer_segments is already written
+    changes = next(w for w in writes if w.name == "segment_changes")
+    duplicated = TableWrite(changes.name, pa.concat_tables([changes.rows, changes.rows]), "as_of")
+    broken = [duplicated if w is changes else w for w in writes]
+    assert broken.index(duplicated) > [w.name for w in broken].index("customer_segments")
+    with pytest.raises(Exception, match="(?i)duplicate|primary key|constraint"):
+        store.publish(DAY2, broken)
+    pd.testing.assert_frame_equal(before, read("customer_segments"))
+    assert set(pd.to_datetime(read("segment_changes")["as_of"]).dt.date) == {DAY1}
+
+
+def test_postgres_declares_primary_keys(pg_uri, pg_schema):
+    store = PostgresStore(pg_uri, pg_schema)
+    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    with psycopg.connect(pg_uri) as connection:
+        keys = dict(connection.execute(
+            """SELECT tc.table_name, string_agg(kcu.column_name, ',' ORDER BY kcu.ordinal_position)
+               FROM information_schema.table_constraints tc
+               JOIN information_schema.key_column_usage kcu USING (constraint_schema, constraint_name)
+               WHERE tc.table_schema = %s AND tc.constraint_type = 'PRIMARY KEY'
+               GROUP BY tc.table_name""", [pg_schema]).fetchall())
+    assert keys["customer_segments"] == "customer_id"
+    assert keys["segment_definitions"] == "segment_key"
+    assert keys["segment_changes"] == "as_of,customer_id"
+
+
+def test_parquet_readers_only_see_complete_publications(tmp_path):
+    store = ParquetStore(tmp_path / "pq")
+    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    first = (tmp_path / "pq" / "current").resolve()
+    store.publish(DAY2, publication_for(store, labels(1), DAY2).writes)
+    second = (tmp_path / "pq" / "current").resolve()
+    assert first != second and first.exists()
+    assert sorted(p.name for p in (second / "segment_changes").iterdir()) == [
+        "2026-05-01.parquet", "2026-05-02.parquet"
+    ]
+    # the first date's change file is shared, not copied
+    assert (second / "segment_changes" / "2026-05-01.parquet").stat().st_nlink == 2
+    assert not list((tmp_path / "pq" / "publications").glob(".*"))
