@@ -27,7 +27,13 @@ from segflow.tasks.publish import (
 )
 from segflow.tasks.quality import quality_task
 from segflow.tasks.scale import scale_task
-from segflow.tasks.validate import validate_task
+from segflow.tasks.validate import GateDecision, feasibility_task, validate_task
+
+
+def reject(stores: list, ledger: RunLedger, decision: GateDecision, run_facts: dict[str, Any]) -> None:
+    """Record a gate rejection (nothing new is published) and stop the run with exit code 4."""
+    record_run_task(stores, ledger, "rejected", "; ".join(decision.reasons), run_facts)
+    raise GateRejected(decision.reasons)
 
 
 @flow(name="segmentation", flow_run_name="segmentation-{as_of}")
@@ -50,16 +56,20 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         prepared = preprocess_task(features.table, config.features, config.preprocess,
                                    features.rfm_columns)
         matrix, _scaler = scale_task(prepared.model_input, config.preprocess.scaler)
+        feasible = feasibility_task(matrix.shape, config.clustering.k)
+        if not feasible.passed:
+            reject(stores, ledger, feasible, {"gate_checks": feasible.as_records()})
+
         segmentation = cluster_task(matrix, config.clustering)
         decision = validate_task(segmentation.n_segments, segmentation.scores, config.gate)
-        profiles = profile_task(prepared.readable, segmentation.labels, prepared.numeric_columns,
-                                prepared.categorical_columns)
         run_facts = {"segmentation": segmentation, "gate_checks": decision.as_records(),
                      "details": {"preprocess": prepared.recipe, "sampling": segmentation.sampling,
                                  "k_search": segmentation.k_search}}
         if not decision.passed:
-            record_run_task(stores, ledger, "rejected", "; ".join(decision.reasons), run_facts)
-            raise GateRejected(decision.reasons)
+            reject(stores, ledger, decision, run_facts)
+
+        profiles = profile_task(prepared.readable, segmentation.labels, prepared.numeric_columns,
+                                prepared.categorical_columns)
 
         stored = read_state_task(stores[0], ledger.as_of)
         publication = build_publication(prepared.customer_ids, segmentation.labels, profiles,

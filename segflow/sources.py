@@ -81,6 +81,7 @@ def _read_duckdb(source: str, uri: str) -> pa.Table:
 
 
 def _read_postgres(source: str, uri: str) -> pa.Table:
+    import adbc_driver_manager
     import adbc_driver_postgresql.dbapi as adbc
 
     connection_uri, table = table_query_parameter(uri, source)
@@ -88,8 +89,9 @@ def _read_postgres(source: str, uri: str) -> pa.Table:
         with adbc.connect(connection_uri) as connection, connection.cursor() as cursor:
             cursor.execute(f"SELECT * FROM {table}")
             return cursor.fetch_arrow_table()
-    except Exception as error:  # the driver raises several unrelated error types
-        message = str(error).replace(connection_uri, redact_uri(connection_uri))
+    except adbc_driver_manager.Error as error:
+        message = str(error).replace(connection_uri, redact_uri(connection_uri)).strip()
         raise SourceError(
-            f"source '{source}': cannot read {table} from PostgreSQL ({message})"
+            f"source '{source}': cannot read {table} from PostgreSQL ({message})",
+            transient=isinstance(error, adbc_driver_manager.OperationalError),
         ) from error

@@ -39,7 +39,7 @@ def table_query_parameter(uri: str, source: str) -> tuple[str, str]:
 
 def duckdb_path(uri: str) -> str:
     """The file of a duckdb:/// URI: three slashes for a relative path, four for an absolute one."""
-    path = urlsplit(uri)._replace(query="").geturl().removeprefix("duckdb:///")
+    path = uri.split("?", 1)[0].removeprefix("duckdb:///")
     if not path:
         raise ConfigError(f"{uri!r} names no DuckDB file: use duckdb:///PATH")
     return path

@@ -45,6 +45,16 @@ def at_least(rule: str, value: float | None, threshold: float, what: str) -> Gat
     return GateCheck(rule, value, threshold, passed, f"{what} {shown} {verdict} the minimum {threshold:g}")
 
 
+def check_feasible(n_customers: int, n_features: int, k_low: int) -> GateDecision:
+    """Before clustering: enough customers and at least one feature that varies."""
+    return GateDecision(
+        checks=[
+            at_least("min_customers", float(n_customers), k_low + 1, "number of customers"),
+            at_least("min_features", float(n_features), 1, "number of varying features"),
+        ]
+    )
+
+
 def evaluate_gate(n_segments: int, scores: dict[str, Any], gate: GateConfig) -> GateDecision:
     """Apply every gate rule to a segmentation's scores."""
     silhouette = scores.get("silhouette")
@@ -55,6 +65,14 @@ def evaluate_gate(n_segments: int, scores: dict[str, Any], gate: GateConfig) -> 
                      gate.min_silhouette, "silhouette (sampled)"),
         ]
     )
+
+
+@task(name="feasibility")
+def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision:
+    decision = check_feasible(shape[0], shape[1], k[0])
+    for reason in decision.reasons:
+        get_run_logger().warning("gate: %s", reason)
+    return decision
 
 
 @task(name="validate")

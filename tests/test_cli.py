@@ -1,0 +1,69 @@
+"""The `segflow` command as users run it: exit codes, messages, and the embedded demo end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+SEGFLOW = [str(Path(sys.executable).parent / "segflow")]  # the installed console script
+
+
+def segflow(*arguments: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    return subprocess.run([*SEGFLOW, *arguments], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=environment)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["run", "--set", "clustering.algorithm=magic"], "'clustering.algorithm'"),
+        (["run", "--set", "clustering.algoritm=kmeans"], "'clustering.algoritm' is not known"),
+        (["run", "--set", "publish.schema=x; DROP TABLE y"], "'publish.schema'"),
+        (["run", "--as-of", "26/11/2026"], "--as-of expects YYYY-MM-DD"),
+        (["run", "--config", "absent.yaml"], "cannot read config file absent.yaml"),
+        (["fly"], "invalid choice"),
+    ],
+)
+def test_usage_and_config_errors_exit_2_before_reading_data(tmp_path, arguments, message):
+    result = segflow(*arguments, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "segflow_output").exists()  # no data was generated or read
+
+
+def distinct_demo_customers(root: Path) -> int:
+    customers = pq.read_table(root / "demo_data" / "customers.parquet", columns=["customer_id"])
+    return len(set(customers.column("customer_id").to_pylist()))
+
+
+def test_demo_runs_end_to_end_and_a_rerun_keeps_one_row_per_customer(tmp_path):
+    first = segflow("run", "--as-of", "2026-11-01", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "segflow: published" in first.stdout
+    root = tmp_path / "segflow_output"
+    expected = distinct_demo_customers(root)
+    assert expected == 20_000
+
+    def published_rows() -> tuple[int, int]:
+        with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as connection:
+            warehouse = connection.sql(
+                "SELECT count(*), count(DISTINCT customer_id) FROM segments.customer_segments"
+            ).fetchall()[0]
+        parquet = pq.read_table(root / "parquet" / "current" / "customer_segments.parquet")
+        assert warehouse[0] == warehouse[1]
+        return warehouse[0], parquet.num_rows
+
+    assert published_rows() == (expected, expected)
+    data_written = (root / "demo_data" / "transactions.parquet").stat().st_mtime_ns
+
+    second = segflow("run", "--as-of", "2026-11-01", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert published_rows() == (expected, expected)
+    assert (root / "demo_data" / "transactions.parquet").stat().st_mtime_ns == data_written

@@ -1,0 +1,85 @@
+"""Reading sources: Parquet, CSV, DuckDB and PostgreSQL, and clear errors for unreadable ones."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from segflow.errors import ConfigError, SourceError
+from segflow.sources import read_source
+from segflow.uris import redact_uri
+
+FRAME = pd.DataFrame({"client": ["a", "b", "c"], "spend": [1.5, 2.0, 3.25]})
+
+
+def test_parquet_file_and_glob(tmp_path):
+    pq.write_table(pa.Table.from_pandas(FRAME), tmp_path / "part-1.parquet")
+    pq.write_table(pa.Table.from_pandas(FRAME), tmp_path / "part-2.parquet")
+    assert read_source("tx", str(tmp_path / "part-1.parquet")).num_rows == 3
+    assert read_source("tx", str(tmp_path / "part-*.parquet")).num_rows == 6
+
+
+def test_csv_with_semicolons_is_sniffed(tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("client;spend\na;1,5\nb;2\n")
+    table = read_source("customers", str(path))
+    assert table.column_names == ["client", "spend"]
+    assert table.num_rows == 2
+
+
+def test_duckdb_table(tmp_path):
+    path = tmp_path / "in.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA crm")
+        connection.execute("CREATE TABLE crm.people AS SELECT * FROM FRAME")
+    table = read_source("customers", f"duckdb:///{path}?table=crm.people")
+    assert table.to_pandas().equals(FRAME)
+
+
+def test_postgres_table(pg_uri, pg_schema):
+    with psycopg.connect(pg_uri, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{pg_schema}"')
+        connection.execute(f'CREATE TABLE "{pg_schema}".people (client text, spend double precision)')
+        connection.execute(f"INSERT INTO \"{pg_schema}\".people VALUES ('a', 1.5), ('b', 2.0)")
+    table = read_source("customers", f"{pg_uri}?table={pg_schema}.people")
+    assert table.to_pydict() == {"client": ["a", "b"], "spend": [1.5, 2.0]}
+
+
+@pytest.mark.parametrize(
+    ("make", "uri", "error", "message"),
+    [
+        (None, "{d}/absent.parquet", SourceError, "source 'tx': no file found at .*absent.parquet"),
+        ("not parquet", "{d}/bad.parquet", SourceError, "not a readable Parquet file"),
+        (b"\xff\xfe\x00bad\x00", "{d}/bad.csv", SourceError, "could not be read as CSV"),
+        (None, "{d}/data.xlsx", ConfigError, "cannot tell the format"),
+        (None, "duckdb:///{d}/absent.duckdb?table=t", SourceError, "DuckDB file .* not found"),
+        (None, "duckdb:///{d}/x.duckdb?table=a;drop table b", ConfigError, "not a plain identifier"),
+        (None, "duckdb:///{d}/x.duckdb", ConfigError, "needs \\?table=NAME"),
+    ],
+)
+def test_unreadable_sources_fail_clearly(tmp_path, make, uri, error, message):
+    uri = uri.format(d=tmp_path)
+    if make is not None:
+        path = tmp_path / uri.rsplit("/", 1)[1]
+        path.write_bytes(make if isinstance(make, bytes) else make.encode())
+    with pytest.raises(error, match=message):
+        read_source("tx", uri)
+
+
+def test_empty_table_is_an_error(tmp_path):
+    pq.write_table(pa.Table.from_pandas(FRAME.iloc[0:0]), tmp_path / "empty.parquet")
+    with pytest.raises(SourceError, match="source 'tx' .* has no rows"):
+        read_source("tx", str(tmp_path / "empty.parquet"))
+
+
+def test_unreachable_postgres_is_transient_and_hides_the_password():
+    uri = "postgresql://user:s3cret@127.0.0.1:1/db?table=t"
+    with pytest.raises(SourceError) as raised:
+        read_source("tx", uri)
+    assert raised.value.transient
+    assert "s3cret" not in str(raised.value)
+    assert redact_uri(uri) == "postgresql://user:***@127.0.0.1:1/db?table=t"
