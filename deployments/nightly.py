@@ -9,16 +9,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from prefect import serve
 from prefect.schedules import Cron
 
 from segflow.cli import load_run_config
+from segflow.config import SegflowConfig
 
 NIGHTLY_CRON = "0 2 * * *"
 
 
-def nightly_schedule(timezone: str) -> Cron:
-    """02:00 every night in `timezone` (a cron without a time zone would run in UTC)."""
-    return Cron(NIGHTLY_CRON, timezone=timezone)
+def nightly_deployment(config: SegflowConfig, timezone: str):
+    """The 'nightly' deployment: 02:00 every night in `timezone` (without one, cron runs in UTC)."""
+    from segflow.flows.segmentation import segmentation_flow
+
+    return segmentation_flow.to_deployment(
+        name="nightly",
+        schedules=[Cron(NIGHTLY_CRON, timezone=timezone)],
+        parameters={"config": config.model_dump(mode="json", by_alias=True)},
+        description="Nightly customer segmentation: contracts, features, clustering, gate, publish.",
+        tags=["segflow", "nightly"],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,16 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     arguments = parser.parse_args(argv)
     config = load_run_config(arguments.config, arguments.overrides)
-
-    from segflow.flows.segmentation import segmentation_flow
-
-    segmentation_flow.serve(
-        name="nightly",
-        schedules=[nightly_schedule(arguments.timezone)],
-        parameters={"config": config.model_dump(mode="json", by_alias=True)},
-        description="Nightly customer segmentation: contracts, features, clustering, gate, publish.",
-        tags=["segflow", "nightly"],
-    )
+    serve(nightly_deployment(config, arguments.timezone))
 
 
 if __name__ == "__main__":

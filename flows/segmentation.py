@@ -14,7 +14,7 @@ from segflow.errors import ContractViolation, GateRejected
 from segflow.ledger import RunLedger
 from segflow.stores import open_stores
 from segflow.tasks.cluster import cluster_task
-from segflow.tasks.features import features_task, feature_quarantine
+from segflow.tasks.features import feature_quarantine, features_task
 from segflow.tasks.ingest import ingest_task
 from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
@@ -53,27 +53,36 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
 
         features = features_task(checked.passed, config.sources, ledger.as_of, config.features.rfm)
         ledger.add_quarantine(feature_quarantine(features, config.sources))
-        prepared = preprocess_task(features.table, config.features, config.preprocess,
-                                   features.rfm_columns)
-        matrix, _scaler = scale_task(prepared.model_input, config.preprocess.scaler)
+        prepared = preprocess_task(features.table, config.features, config.preprocess, features.rfm_columns)
+        matrix, _scaling = scale_task(
+            prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
+        )
         feasible = feasibility_task(matrix.shape, config.clustering.k)
         if not feasible.passed:
             reject(stores, ledger, feasible, {"gate_checks": feasible.as_records()})
 
         segmentation = cluster_task(matrix, config.clustering)
         decision = validate_task(segmentation.n_segments, segmentation.scores, config.gate)
-        run_facts = {"segmentation": segmentation, "gate_checks": decision.as_records(),
-                     "details": {"preprocess": prepared.recipe, "sampling": segmentation.sampling,
-                                 "k_search": segmentation.k_search}}
+        run_facts = {
+            "segmentation": segmentation,
+            "gate_checks": decision.as_records(),
+            "details": {
+                "preprocess": prepared.recipe,
+                "sampling": segmentation.sampling,
+                "k_search": segmentation.k_search,
+            },
+        }
         if not decision.passed:
             reject(stores, ledger, decision, run_facts)
 
-        profiles = profile_task(prepared.readable, segmentation.labels, prepared.numeric_columns,
-                                prepared.categorical_columns)
+        profiles = profile_task(
+            prepared.readable, segmentation.labels, prepared.numeric_columns, prepared.categorical_columns
+        )
 
         stored = read_state_task(stores[0], ledger.as_of)
-        publication = build_publication(prepared.customer_ids, segmentation.labels, profiles,
-                                        stored, ledger, run_facts)
+        publication = build_publication(
+            prepared.customer_ids, segmentation.labels, profiles, stored, ledger, run_facts
+        )
         counts = publish_task(stores, publication)
     except (ContractViolation, GateRejected):
         raise
@@ -81,5 +90,9 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         record_failure(stores, ledger, error)
         raise
     get_run_logger().info("run %s as of %s published: %s", ledger.run_id, ledger.as_of, counts)
-    return {"run_id": ledger.run_id, "as_of": ledger.as_of.isoformat(), **counts,
-            "targets": [store.describe() for store in stores]}
+    return {
+        "run_id": ledger.run_id,
+        "as_of": ledger.as_of.isoformat(),
+        **counts,
+        "targets": [store.describe() for store in stores],
+    }

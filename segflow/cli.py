@@ -25,10 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="segment the customer base and publish the segments")
     run.add_argument("--config", type=Path, help="YAML config file (default: the embedded demo)")
-    run.add_argument("--as-of", type=parse_as_of, default=None,
-                     help="business date of the run, YYYY-MM-DD (default: today)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set clustering.algorithm=hdbscan")
+    run.add_argument(
+        "--as-of",
+        type=parse_as_of,
+        default=None,
+        help="business date of the run, YYYY-MM-DD (default: today)",
+    )
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set clustering.algorithm=hdbscan",
+    )
     return parser
 
 
@@ -56,8 +66,10 @@ def run_command(arguments: argparse.Namespace) -> int:
     except SegflowError as error:
         print(f"\nsegflow: run failed (exit {error.exit_code}): {error}", file=sys.stderr)
         if error.exit_code in (3, 4):
-            print("segflow: nothing new was published; the last good publication is still current.",
-                  file=sys.stderr)
+            print(
+                "segflow: nothing new was published; the last good publication is still current.",
+                file=sys.stderr,
+            )
         return error.exit_code
     except Exception as error:  # an unexpected failure: exit 1 with the cause on one line
         print(f"\nsegflow: run failed (exit 1): {type(error).__name__}: {error}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,6 +78,12 @@ class PreprocessConfig(StrictModel):
 
 
 class ClusteringConfig(StrictModel):
+    """How segments are found: the algorithm (or auto), the k range, sampling and tuning knobs.
+
+    Parameters an algorithm does not use are ignored by it; `None` means "derive from the data"
+    and the value actually used is recorded in the segmentation's params.
+    """
+
     algorithm: Literal[
         "auto",
         "kmeans",
@@ -92,7 +98,29 @@ class ClusteringConfig(StrictModel):
     ] = "auto"
     k: tuple[int, int] = (2, 10)
     seed: int = 42
+    # rows scored (silhouette, Calinski-Harabasz, Davies-Bouldin): exact silhouette is O(n^2)
     sample_size: int = Field(10_000, ge=100)
+    # the O(n^2) methods fit, and every k search runs, on at most this many rows (a float64
+    # distance matrix of 20k rows is 3.2 GB, hence the ceiling)
+    fit_sample_size: int = Field(5_000, ge=100, le=20_000)
+    # absolute silhouette margin: the smallest k (or simplest algorithm) within it of the best wins
+    score_margin: float = Field(0.02, ge=0.0, le=1.0)
+    auto_candidates: tuple[str, ...] = ("kmeans", "agglomerative", "hdbscan")
+    # a density result leaving more than this share of rows as noise cannot win auto
+    max_noise_share: float = Field(0.3, ge=0.0, le=1.0)
+    # kmeans switches to MiniBatchKMeans above this many rows
+    mini_batch_above: int = Field(500_000, ge=1_000)
+    linkage: Literal["ward", "complete", "average", "single"] = "ward"
+    birch_threshold: float | None = Field(None, gt=0.0)
+    clara_draws: int = Field(5, ge=1, le=100)
+    clara_sample_size: int = Field(1_000, ge=50)
+    # density methods: eps defaults to the k-distance knee, min_samples to 2 x features,
+    # min_cluster_size (hdbscan, optics with xi) to 1% of the fit sample
+    eps: float | None = Field(None, gt=0.0)
+    min_samples: int | None = Field(None, ge=2)
+    min_cluster_size: int | None = Field(None, ge=2)
+    # OPTICS: None cuts the reachability plot at eps; a value extracts clusters by xi steep areas
+    xi: float | None = Field(None, gt=0.0, lt=1.0)
 
     @field_validator("k")
     @classmethod
@@ -101,6 +129,24 @@ class ClusteringConfig(StrictModel):
         if not 2 <= low <= high <= 100:
             raise ValueError(f"k must be [low, high] with 2 <= low <= high <= 100, got {list(k)}")
         return k
+
+    @field_validator("auto_candidates")
+    @classmethod
+    def _known_candidates(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        known = [name for name in get_args(cls.model_fields["algorithm"].annotation) if name != "auto"]
+        unknown = [name for name in names if name not in known]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(f"auto_candidates must be distinct names from {known}, got {list(names)}")
+        return names
+
+    @model_validator(mode="after")
+    def _clara_fits_in_sample(self) -> ClusteringConfig:
+        if self.clara_sample_size > self.fit_sample_size:
+            raise ValueError(
+                f"clara_sample_size ({self.clara_sample_size}) must not exceed "
+                f"fit_sample_size ({self.fit_sample_size}): CLARA draws from the fit sample"
+            )
+        return self
 
 
 class GateConfig(StrictModel):
@@ -180,9 +226,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
     if not isinstance(raw, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping of sections, not {type(raw).__name__}"
-        )
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
     return raw
 
 

@@ -35,16 +35,17 @@ class Persona:
     sessions: float
     opens: float
     clicks: float
+    age: float
     channels: tuple[float, ...]  # weights over CHANNELS
 
 
 PERSONAS = (
-    Persona("champions", 0.10, 28, 160, (0, 20), 40, 25, 10, (3, 1, 1, 3, 2, 1)),
-    Persona("loyal", 0.20, 14, 80, (5, 60), 15, 12, 4, (3, 2, 1, 2, 2, 1)),
-    Persona("new", 0.15, 1.5, 60, (0, 45), 8, 4, 2, (1, 3, 3, 1, 1, 1)),
-    Persona("at_risk", 0.15, 10, 110, (150, 320), 2, 3, 0.5, (2, 2, 1, 1, 1, 1)),
-    Persona("lapsed", 0.25, 1.2, 40, (300, 700), 0.5, 1, 0.1, (1, 2, 2, 1, 1, 3)),
-    Persona("bargain", 0.15, 18, 25, (3, 40), 20, 30, 15, (1, 1, 2, 1, 4, 2)),
+    Persona("champions", 0.10, 40, 220, (0, 10), 45, 30, 12, 46, (3, 1, 1, 3, 2, 1)),
+    Persona("loyal", 0.20, 14, 90, (10, 45), 20, 15, 5, 52, (3, 2, 1, 2, 2, 1)),
+    Persona("new", 0.15, 1.2, 70, (0, 30), 10, 4, 1, 27, (1, 3, 3, 1, 1, 1)),
+    Persona("at_risk", 0.15, 9, 120, (200, 400), 1, 1, 0.2, 41, (2, 2, 1, 1, 1, 1)),
+    Persona("lapsed", 0.25, 1.1, 35, (450, 700), 0.3, 0.5, 0.05, 35, (1, 2, 2, 1, 1, 3)),
+    Persona("bargain", 0.15, 25, 15, (2, 25), 25, 40, 20, 30, (1, 1, 2, 1, 4, 2)),
 )
 
 
@@ -84,6 +85,7 @@ def demo_config(output_root: Path) -> dict[str, Any]:
             "numeric": ["age", "web_sessions_90d", "email_opens_90d", "email_clicks_90d"],
             "categorical": ["acquisition_channel"],
         },
+        "preprocess": {"scaler": "standard"},
         "publish": {
             "parquet": str(output_root / "parquet"),
             "warehouse": f"duckdb:///{output_root / 'warehouse.duckdb'}",
@@ -121,12 +123,9 @@ def generate_demo_tables(
     owner = np.repeat(np.arange(n_customers), n_orders)
     first_order = np.minimum(signup_days, DEMO_DAYS - 1)[owner]
     days_ago = last_order[owner] + (
-        rng.random(len(owner))
-        * (np.maximum(first_order, last_order[owner]) - last_order[owner] + 1)
+        rng.random(len(owner)) * (np.maximum(first_order, last_order[owner]) - last_order[owner] + 1)
     ).astype(np.int64)
-    is_first_of_customer = (
-        np.r_[True, owner[1:] != owner[:-1]] if len(owner) else np.array([], bool)
-    )
+    is_first_of_customer = np.r_[True, owner[1:] != owner[:-1]] if len(owner) else np.array([], bool)
     days_ago[is_first_of_customer] = last_order[owner][is_first_of_customer]
     order_ts = (
         pd.Timestamp(DEMO_END)
@@ -138,15 +137,11 @@ def generate_demo_tables(
             "order_id": [f"O{i:09d}" for i in range(1, len(owner) + 1)],
             "customer_id": customer_ids[owner],
             "order_ts": order_ts,
-            "amount": np.maximum(np.round(rng.gamma(4.0, params["basket"][owner] / 4.0), 2), 1.0),
-            "sales_channel": rng.choice(
-                ["web", "store", "app"], size=len(owner), p=[0.5, 0.3, 0.2]
-            ),
+            "amount": np.maximum(np.round(rng.gamma(9.0, params["basket"][owner] / 9.0), 2), 1.0),
+            "sales_channel": rng.choice(["web", "store", "app"], size=len(owner), p=[0.5, 0.3, 0.2]),
         }
     )
-    transactions = transactions[transactions["order_ts"] >= pd.Timestamp(window_start)].reset_index(
-        drop=True
-    )
+    transactions = transactions[transactions["order_ts"] >= pd.Timestamp(window_start)].reset_index(drop=True)
     transactions = _with_transaction_flaws(transactions, rng)
 
     personas = [PERSONAS[i] for i in persona_of]
@@ -156,13 +151,9 @@ def generate_demo_tables(
             "customer_id": customer_ids,
             "email": [f"customer{i}@example.com" for i in range(1, n_customers + 1)],
             "signup_date": [DEMO_END - timedelta(days=int(d)) for d in signup_days],
-            "country": rng.choice(
-                COUNTRIES, size=n_customers, p=[0.25, 0.15, 0.15, 0.2, 0.1, 0.1, 0.05]
-            ),
+            "country": rng.choice(COUNTRIES, size=n_customers, p=[0.25, 0.15, 0.15, 0.2, 0.1, 0.1, 0.05]),
             "acquisition_channel": [rng.choice(CHANNELS, p=w / w.sum()) for w in channel_weights],
-            "age": rng.normal([38 if p.name != "new" else 29 for p in personas], 11)
-            .clip(18, 90)
-            .round(),
+            "age": rng.normal([p.age for p in personas], 7).clip(18, 90).round(),
             "web_sessions_90d": rng.poisson([p.sessions for p in personas]),
             "email_opens_90d": rng.poisson([p.opens for p in personas]),
             "email_clicks_90d": rng.poisson([p.clicks for p in personas]),

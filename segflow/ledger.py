@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 
 from segflow import __version__
-from segflow.tables import TABLES, to_arrow
 from segflow.stores import TableWrite
+from segflow.tables import TABLES, to_arrow
 
 QUARANTINE_COLUMNS = [c for c, _ in TABLES["quarantine"].columns]
 
@@ -79,9 +79,15 @@ class RunLedger:
             stamped = rows.assign(run_id=self.run_id, as_of=self.as_of)[QUARANTINE_COLUMNS]
             self.quarantine = pd.concat([self.quarantine, stamped], ignore_index=True)
 
-    def row(self, status: str, message: str, segmentation: Any = None,
-            gate_checks: list[dict[str, Any]] | None = None, rows_published: int = 0,
-            details: dict[str, Any] | None = None) -> dict[str, Any]:
+    def row(
+        self,
+        status: str,
+        message: str,
+        segmentation: Any = None,
+        gate_checks: list[dict[str, Any]] | None = None,
+        rows_published: int = 0,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """This run's segmentation_runs row: no customer data, no credentials."""
         failed_checks = [c["message"] for c in gate_checks or [] if not c["passed"]]
         return {
@@ -109,7 +115,10 @@ class RunLedger:
     def writes(self, row: dict[str, Any], published: bool) -> list[TableWrite]:
         """The run's row in segmentation_runs and its quarantined rows, as table writes."""
         return [
-            TableWrite("segmentation_runs", to_arrow("segmentation_runs", pd.DataFrame([row]), self.id_type),
-                       "as_of" if published else "as_of_not_published"),
+            TableWrite(
+                "segmentation_runs",
+                to_arrow("segmentation_runs", pd.DataFrame([row]), self.id_type),
+                "as_of" if published else "as_of_not_published",
+            ),
             TableWrite("quarantine", to_arrow("quarantine", self.quarantine, self.id_type), "as_of"),
         ]

@@ -37,9 +37,7 @@ def _matching_files(source: str, pattern: str) -> list[str]:
     files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
     missing = [f for f in files if not Path(f).exists()]
     if not files or missing:
-        raise SourceError(
-            f"source '{source}': no file found at {missing[0] if missing else pattern}"
-        )
+        raise SourceError(f"source '{source}': no file found at {missing[0] if missing else pattern}")
     return files
 
 
@@ -48,9 +46,7 @@ def _read_parquet(source: str, pattern: str) -> pa.Table:
     try:
         return ds.dataset(files if len(files) > 1 else files[0], format="parquet").to_table()
     except (pa.ArrowInvalid, OSError) as error:
-        raise SourceError(
-            f"source '{source}': {pattern} is not a readable Parquet file ({error})"
-        ) from error
+        raise SourceError(f"source '{source}': {pattern} is not a readable Parquet file ({error})") from error
 
 
 def _read_csv(source: str, pattern: str) -> pa.Table:
@@ -75,9 +71,7 @@ def _read_duckdb(source: str, uri: str) -> pa.Table:
         with duckdb.connect(path, read_only=True) as connection:
             return connection.sql(f"SELECT * FROM {table}").to_arrow_table()
     except duckdb.Error as error:
-        raise SourceError(
-            f"source '{source}': cannot read {table} from {path} ({error})"
-        ) from error
+        raise SourceError(f"source '{source}': cannot read {table} from {path} ({error})") from error
 
 
 def _read_postgres(source: str, uri: str) -> pa.Table:

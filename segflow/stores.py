@@ -58,8 +58,12 @@ def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
     if pa.types.is_floating(arrow_type):
         return "DOUBLE" if dialect == "duckdb" else "DOUBLE PRECISION"
     simple = {
-        pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.int8(): "SMALLINT",
-        pa.bool_(): "BOOLEAN", pa.date32(): "DATE",
+        pa.int64(): "BIGINT",
+        pa.int32(): "INTEGER",
+        pa.int16(): "SMALLINT",
+        pa.int8(): "SMALLINT",
+        pa.bool_(): "BOOLEAN",
+        pa.date32(): "DATE",
     }
     if arrow_type in simple:
         return simple[arrow_type]
@@ -68,8 +72,9 @@ def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
     raise PublishError(f"no warehouse column type for Arrow type {arrow_type}")
 
 
-def create_table_sql(qualified: str, schema: pa.Schema, primary_key: tuple[str, ...], dialect: str,
-                     if_not_exists: bool) -> str:
+def create_table_sql(
+    qualified: str, schema: pa.Schema, primary_key: tuple[str, ...], dialect: str, if_not_exists: bool
+) -> str:
     columns = [f'"{field.name}" {sql_type(field.type, dialect)}' for field in schema]
     if primary_key:
         columns.append("PRIMARY KEY (" + ", ".join(f'"{c}"' for c in primary_key) + ")")
@@ -228,9 +233,7 @@ class PostgresStore:
             cursor.execute(f"DROP TABLE IF EXISTS {target}")
             cursor.execute(f'ALTER TABLE {self._name(fresh)} RENAME TO "{write.name}"')
             if spec.primary_key:
-                cursor.execute(
-                    f'ALTER INDEX "{self.schema}"."{fresh}_pkey" RENAME TO "{write.name}_pkey"'
-                )
+                cursor.execute(f'ALTER INDEX "{self.schema}"."{fresh}_pkey" RENAME TO "{write.name}_pkey"')
         else:
             staging = f"staged_{write.name}"
             cursor.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "postgres", True))

@@ -127,14 +127,25 @@ def build_customer_features(
 
 def feature_quarantine(features: CustomerFeatures, sources: SourcesConfig) -> pd.DataFrame:
     """Transactions left out of the features, as quarantine rows (never dropped silently)."""
-    parts = [
-        quarantine_rows(rows.drop(columns="reason"), "transactions", str(reason), None, "warning")
-        for reason, rows in features.unusable_transactions.groupby("reason")
-    ] if "reason" in features.unusable_transactions else []
+    parts = (
+        [
+            quarantine_rows(rows.drop(columns="reason"), "transactions", str(reason), None, "warning")
+            for reason, rows in features.unusable_transactions.groupby("reason")
+        ]
+        if "reason" in features.unusable_transactions
+        else []
+    )
     if len(features.orphan_transactions) and sources.transactions is not None:
         id_column = sources.transactions.id_column
-        parts.append(quarantine_rows(features.orphan_transactions, "transactions",
-                                     f"{id_column} exists in customers", id_column, "warning"))
+        parts.append(
+            quarantine_rows(
+                features.orphan_transactions,
+                "transactions",
+                f"{id_column} exists in customers",
+                id_column,
+                "warning",
+            )
+        )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

@@ -29,6 +29,9 @@ def ingest_task(name: str, source: SourceConfig) -> pd.DataFrame:
     table = load_source(name, source)
     get_run_logger().info(
         "ingest: source '%s' (%s): %d rows, %d columns",
-        name, redact_uri(source.uri), len(table), table.shape[1],
+        name,
+        redact_uri(source.uri),
+        len(table),
+        table.shape[1],
     )
     return table

@@ -94,8 +94,10 @@ def describe(name: str, size: int, share: float, stats: dict[str, dict[str, floa
         key=lambda f: abs(np.log(stats[f]["lift"])),
         reverse=True,
     )[:3]
-    parts = [f"{f.replace('_', ' ')} median {stats[f]['median']:,.4g} ({stats[f]['lift']:.1f}x the average)"
-             for f in notable]
+    parts = [
+        f"{f.replace('_', ' ')} median {stats[f]['median']:,.4g} ({stats[f]['lift']:.1f}x the average)"
+        for f in notable
+    ]
     return f"{name}: {size:,} customers ({share:.1%}). " + "; ".join(parts) + "."
 
 
@@ -130,9 +132,7 @@ def profile_segments(
         )
     profiles = pd.DataFrame(rows)
     profiles["name"] = distinct_names(profiles)
-    profiles["description"] = [
-        describe(r.name, r.size, r.share, r.features) for r in profiles.itertuples()
-    ]
+    profiles["description"] = [describe(r.name, r.size, r.share, r.features) for r in profiles.itertuples()]
     return profiles
 
 
@@ -155,6 +155,7 @@ def profile_task(
     profiles = profile_segments(readable, labels, numeric, categorical)
     logger = get_run_logger()
     for row in profiles.itertuples():
-        logger.info("profile: segment %d %r: %d customers (%.1f%%)", row.label, row.name, row.size,
-                    100 * row.share)
+        logger.info(
+            "profile: segment %d %r: %d customers (%.1f%%)", row.label, row.name, row.size, 100 * row.share
+        )
     return profiles

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from prefect import task
 from prefect.logging import get_run_logger
 from scipy.optimize import linear_sum_assignment
@@ -187,36 +186,51 @@ def definitions_table(
     definitions: pd.DataFrame, names: dict[str, tuple[str, str]], as_of: date
 ) -> pd.DataFrame:
     """Every key ever issued; the active ones get this run's name, description and last_seen."""
-    table = definitions.set_index("segment_key") if not definitions.empty else pd.DataFrame(
-        columns=["segment_name", "description", "first_seen", "last_seen", "active"]
-    ).rename_axis("segment_key")
+    table = (
+        definitions.set_index("segment_key")
+        if not definitions.empty
+        else pd.DataFrame(
+            columns=["segment_name", "description", "first_seen", "last_seen", "active"]
+        ).rename_axis("segment_key")
+    )
     table["active"] = False
     for key, (name, description) in names.items():
         first_seen = table.at[key, "first_seen"] if key in table.index else as_of
         table.loc[key, ["segment_name", "description", "first_seen", "last_seen", "active"]] = [
-            name, description, first_seen, as_of, True,
+            name,
+            description,
+            first_seen,
+            as_of,
+            True,
         ]
     return table.reset_index().sort_values("segment_key").reset_index(drop=True)
 
 
 def profiles_table(
-    profiles: pd.DataFrame, keys: dict[int, str], names: dict[str, tuple[str, str]],
-    run_id: str, as_of: date,
+    profiles: pd.DataFrame,
+    keys: dict[int, str],
+    names: dict[str, tuple[str, str]],
+    run_id: str,
+    as_of: date,
 ) -> pd.DataFrame:
     segment_keys = profiles["label"].map(keys)
-    return pd.DataFrame(
-        {
-            "run_id": run_id,
-            "as_of": as_of,
-            "segment_key": segment_keys,
-            "segment_name": [names[k][0] for k in segment_keys],
-            "description": [names[k][1] for k in segment_keys],
-            "size": profiles["size"],
-            "share": profiles["share"],
-            "features": [json.dumps(f, sort_keys=True) for f in profiles["features"]],
-            "top_categories": [json.dumps(c, sort_keys=True) for c in profiles["top_categories"]],
-        }
-    ).sort_values("segment_key").reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            {
+                "run_id": run_id,
+                "as_of": as_of,
+                "segment_key": segment_keys,
+                "segment_name": [names[k][0] for k in segment_keys],
+                "description": [names[k][1] for k in segment_keys],
+                "size": profiles["size"],
+                "share": profiles["share"],
+                "features": [json.dumps(f, sort_keys=True) for f in profiles["features"]],
+                "top_categories": [json.dumps(c, sort_keys=True) for c in profiles["top_categories"]],
+            }
+        )
+        .sort_values("segment_key")
+        .reset_index(drop=True)
+    )
 
 
 def build_publication(
@@ -231,8 +245,12 @@ def build_publication(
     run_id, as_of, id_type = ledger.run_id, ledger.as_of, ledger.id_type
     assignments = pd.DataFrame({CUSTOMER_ID: customer_ids.to_numpy(), "label": labels})
     before, replaced = state_before(stored, as_of)
-    definitions = stored.definitions if stored.definitions is not None else pd.DataFrame(
-        columns=["segment_key", "segment_name", "description", "first_seen", "last_seen", "active"]
+    definitions = (
+        stored.definitions
+        if stored.definitions is not None
+        else pd.DataFrame(
+            columns=["segment_key", "segment_name", "description", "first_seen", "last_seen", "active"]
+        )
     )
     keys = assign_segment_keys(assignments, before, replaced, definitions, as_of)
     names = segment_names(profiles, keys, definitions)
@@ -241,12 +259,16 @@ def build_publication(
     writes = [
         TableWrite("customer_segments", to_arrow("customer_segments", snapshot, id_type), "all"),
         TableWrite("segment_changes", to_arrow("segment_changes", changes, id_type), "as_of"),
-        TableWrite("segment_profiles",
-                   to_arrow("segment_profiles", profiles_table(profiles, keys, names, run_id, as_of),
-                            id_type), "as_of"),
-        TableWrite("segment_definitions",
-                   to_arrow("segment_definitions", definitions_table(definitions, names, as_of),
-                            id_type), "all"),
+        TableWrite(
+            "segment_profiles",
+            to_arrow("segment_profiles", profiles_table(profiles, keys, names, run_id, as_of), id_type),
+            "as_of",
+        ),
+        TableWrite(
+            "segment_definitions",
+            to_arrow("segment_definitions", definitions_table(definitions, names, as_of), id_type),
+            "all",
+        ),
         *ledger.writes(run_row, published=True),
     ]
     counts = {
@@ -265,8 +287,13 @@ def publish_task(stores: list[PublicationStore], publication: Publication) -> di
     logger = get_run_logger()
     for store in stores:
         store.publish(publication.as_of, publication.writes)
-        logger.info("publish: %s now holds run %s (as of %s): %s",
-                    store.describe(), publication.run_id, publication.as_of, publication.counts)
+        logger.info(
+            "publish: %s now holds run %s (as of %s): %s",
+            store.describe(),
+            publication.run_id,
+            publication.as_of,
+            publication.counts,
+        )
     return publication.counts
 
 
@@ -276,7 +303,10 @@ def read_state_task(store: PublicationStore, as_of: date) -> StoredState:
 
 
 def record_run(
-    stores: list[PublicationStore], ledger: RunLedger, status: str, message: str,
+    stores: list[PublicationStore],
+    ledger: RunLedger,
+    status: str,
+    message: str,
     run_facts: dict[str, Any] | None = None,
 ) -> None:
     """Record a run that published no segments, with its quarantine; segment tables stay as they were."""
@@ -287,7 +317,10 @@ def record_run(
 
 @task(name="record-run", **IO_RETRY_POLICY)
 def record_run_task(
-    stores: list[PublicationStore], ledger: RunLedger, status: str, message: str,
+    stores: list[PublicationStore],
+    ledger: RunLedger,
+    status: str,
+    message: str,
     run_facts: dict[str, Any] | None = None,
 ) -> None:
     record_run(stores, ledger, status, message, run_facts)

@@ -1,6 +1,14 @@
-"""Scale: put every model column on a comparable scale before clustering."""
+"""Scale: put every model column on a comparable scale before clustering.
+
+Numeric columns are scaled by the configured scaler. The indicator columns of one categorical
+feature are then weighted together so that the feature as a whole carries the variance of one
+average numeric column: unweighted, a handful of 0/1 columns outweighs every numeric feature and
+the segments become one per category.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -11,15 +19,53 @@ from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 SCALERS = {"minmax": MinMaxScaler, "standard": StandardScaler, "robust": RobustScaler}
 
 
-def fit_scaler(model_input: pd.DataFrame, kind: str) -> tuple[np.ndarray, object]:
-    """The scaled float64 matrix and the fitted scaler (kept for scoring new customers)."""
+@dataclass
+class FittedScaling:
+    """The fitted scaler and category weights, kept to scale new customers the same way."""
+
+    scaler: object
+    columns: list[str]
+    column_weights: dict[str, float] = field(default_factory=dict)
+
+    def transform(self, model_input: pd.DataFrame) -> np.ndarray:
+        matrix = self.scaler.transform(model_input[self.columns].to_numpy(dtype=np.float64))
+        weights = np.array([self.column_weights.get(c, 1.0) for c in self.columns])
+        return np.ascontiguousarray(matrix * weights, dtype=np.float64)
+
+
+def category_weights(matrix: np.ndarray, columns: list[str], categorical: list[str]) -> dict[str, float]:
+    """Per indicator column: the weight that gives its categorical feature one column's variance."""
+    variances = matrix.var(axis=0)
+    blocks = {name: [i for i, c in enumerate(columns) if c.startswith(f"{name}=")] for name in categorical}
+    in_blocks = {i for members in blocks.values() for i in members}
+    numeric = [i for i in range(len(columns)) if i not in in_blocks]
+    target = float(variances[numeric].mean()) if numeric else 1.0
+    weights = {}
+    for members in blocks.values():
+        block_variance = float(variances[members].sum()) if members else 0.0
+        if block_variance > 0:
+            weight = float(np.sqrt(target / block_variance))
+            weights.update({columns[i]: weight for i in members})
+    return weights
+
+
+def fit_scaling(model_input: pd.DataFrame, kind: str, categorical: list[str]) -> FittedScaling:
     scaler = SCALERS[kind]()
-    matrix = scaler.fit_transform(model_input.to_numpy(dtype=np.float64))
-    return np.ascontiguousarray(matrix, dtype=np.float64), scaler
+    columns = list(model_input.columns)
+    scaled = scaler.fit_transform(model_input.to_numpy(dtype=np.float64))
+    return FittedScaling(scaler, columns, category_weights(scaled, columns, categorical))
 
 
 @task(name="scale")
-def scale_task(model_input: pd.DataFrame, kind: str) -> tuple[np.ndarray, object]:
-    matrix, scaler = fit_scaler(model_input, kind)
-    get_run_logger().info("scale: %s scaler on a %d x %d matrix", kind, *matrix.shape)
-    return matrix, scaler
+def scale_task(
+    model_input: pd.DataFrame, kind: str, categorical: list[str]
+) -> tuple[np.ndarray, FittedScaling]:
+    scaling = fit_scaling(model_input, kind, categorical)
+    matrix = scaling.transform(model_input)
+    get_run_logger().info(
+        "scale: %s scaler on a %d x %d matrix; category weights %s",
+        kind,
+        *matrix.shape,
+        sorted(set(round(w, 3) for w in scaling.column_weights.values())),
+    )
+    return matrix, scaling

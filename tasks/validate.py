@@ -61,8 +61,12 @@ def evaluate_gate(n_segments: int, scores: dict[str, Any], gate: GateConfig) -> 
     return GateDecision(
         checks=[
             at_least("min_segments", float(n_segments), 2, "number of segments"),
-            at_least("min_silhouette", None if silhouette is None else float(silhouette),
-                     gate.min_silhouette, "silhouette (sampled)"),
+            at_least(
+                "min_silhouette",
+                None if silhouette is None else float(silhouette),
+                gate.min_silhouette,
+                "silhouette (sampled)",
+            ),
         ]
     )
 

@@ -16,8 +16,9 @@ SEGFLOW = [str(Path(sys.executable).parent / "segflow")]  # the installed consol
 
 def segflow(*arguments: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    return subprocess.run([*SEGFLOW, *arguments], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=environment)
+    return subprocess.run(
+        [*SEGFLOW, *arguments], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment
+    )
 
 
 @pytest.mark.parametrize(

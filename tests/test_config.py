@@ -21,8 +21,15 @@ def test_minimal_config_gets_the_documented_defaults():
 
 
 def test_overrides_are_typed_from_yaml():
-    config = build_config(MINIMAL, ["clustering.algorithm=kmeans", "clustering.k=[3, 5]",
-                                    "gate.min_silhouette=0.4", "publish.parquet=null"])
+    config = build_config(
+        MINIMAL,
+        [
+            "clustering.algorithm=kmeans",
+            "clustering.k=[3, 5]",
+            "gate.min_silhouette=0.4",
+            "publish.parquet=null",
+        ],
+    )
     assert config.clustering.algorithm == "kmeans"
     assert config.clustering.k == (3, 5)
     assert config.gate.min_silhouette == 0.4

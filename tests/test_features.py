@@ -14,8 +14,12 @@ AS_OF = date(2026, 3, 31)
 
 def unseen_config(with_customers: bool):
     sources = {
-        "transactions": {"uri": "x.parquet", "id_column": "client", "timestamp_column": "paid_at",
-                         "amount_column": "total_eur"},
+        "transactions": {
+            "uri": "x.parquet",
+            "id_column": "client",
+            "timestamp_column": "paid_at",
+            "amount_column": "total_eur",
+        },
     }
     if with_customers:
         sources["customers"] = {"uri": "c.parquet", "id_column": "client"}
@@ -26,8 +30,14 @@ def purchases() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "client": [7, 7, 7, 8, 9, 9],
-            "paid_at": ["2026-03-30 10:00", "2026-01-30 09:00", "2025-03-31 12:00",
-                        "2026-03-01 00:00", "2026-04-02 08:00", "not a date"],
+            "paid_at": [
+                "2026-03-30 10:00",
+                "2026-01-30 09:00",
+                "2025-03-31 12:00",
+                "2026-03-01 00:00",
+                "2026-04-02 08:00",
+                "not a date",
+            ],
             "total_eur": [10.0, 20.0, 30.0, 5.5, 99.0, 1.0],
         }
     )
@@ -51,9 +61,7 @@ def test_rfm_is_computed_as_of_the_run_date_with_config_column_names():
 def test_customers_without_purchases_are_kept_and_orphans_quarantined():
     customers = pd.DataFrame({"client": [7, 8, 10], "age": [30, 40, 50]})
     sources = unseen_config(True)
-    features = build_customer_features(
-        {"customers": customers, "transactions": purchases()}, sources, AS_OF
-    )
+    features = build_customer_features({"customers": customers, "transactions": purchases()}, sources, AS_OF)
     table = features.table.set_index("customer_id")
     assert list(table.index) == [7, 8, 10]
     assert table.loc[10, "frequency"] == 0
@@ -79,5 +87,6 @@ def test_missing_configured_column_names_the_column():
 def test_id_column_clash_is_reported():
     customers = pd.DataFrame({"client": [7], "customer_id": ["x"]})
     with pytest.raises(ConfigError, match="also has a column 'customer_id'"):
-        build_customer_features({"customers": customers, "transactions": purchases()},
-                                unseen_config(True), AS_OF)
+        build_customer_features(
+            {"customers": customers, "transactions": purchases()}, unseen_config(True), AS_OF
+        )

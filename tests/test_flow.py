@@ -32,7 +32,9 @@ def unseen_transactions(n_customers: int = 1200, seed: int = 5) -> pd.DataFrame:
         {
             "KundenNr": owner + 100_000,
             "Zahlungszeit": pd.Timestamp(AS_OF) - pd.to_timedelta(days_ago, unit="D"),
-            "Betrag": np.round(np.array([20.0, 80.0, 300.0])[kind][owner] * rng.uniform(0.8, 1.2, len(owner)), 2),
+            "Betrag": np.round(
+                np.array([20.0, 80.0, 300.0])[kind][owner] * rng.uniform(0.8, 1.2, len(owner)), 2
+            ),
         }
     )
 
@@ -40,20 +42,31 @@ def unseen_transactions(n_customers: int = 1200, seed: int = 5) -> pd.DataFrame:
 def unseen_config(tmp_path, warehouse: str, with_customers: bool = False, **publish):
     transactions = tmp_path / "zahlungen.parquet"
     unseen_transactions().to_parquet(transactions)
-    sources = {"transactions": {"uri": str(transactions), "id_column": "KundenNr",
-                                "timestamp_column": "Zahlungszeit", "amount_column": "Betrag"}}
+    sources = {
+        "transactions": {
+            "uri": str(transactions),
+            "id_column": "KundenNr",
+            "timestamp_column": "Zahlungszeit",
+            "amount_column": "Betrag",
+        }
+    }
     if with_customers:
         customers = tmp_path / "kunden.csv"
-        pd.DataFrame({"KundenNr": np.arange(1200) + 100_000,
-                      "Region": np.random.default_rng(1).choice(["Nord", "Sued"], 1200)}).to_csv(
-            customers, index=False)
+        pd.DataFrame(
+            {
+                "KundenNr": np.arange(1200) + 100_000,
+                "Region": np.random.default_rng(1).choice(["Nord", "Sued"], 1200),
+            }
+        ).to_csv(customers, index=False)
         sources["customers"] = {"uri": str(customers), "id_column": "KundenNr"}
-    return build_config({
-        "sources": sources,
-        "features": {"categorical": ["Region"] if with_customers else []},
-        "clustering": {"algorithm": "kmeans", "k": [2, 6]},
-        "publish": {"warehouse": warehouse, "parquet": str(tmp_path / "pq"), **publish},
-    })
+    return build_config(
+        {
+            "sources": sources,
+            "features": {"categorical": ["Region"] if with_customers else []},
+            "clustering": {"algorithm": "kmeans", "k": [2, 6]},
+            "publish": {"warehouse": warehouse, "parquet": str(tmp_path / "pq"), **publish},
+        }
+    )
 
 
 def test_unseen_parquet_table_without_customers_publishes_to_postgres(tmp_path, pg_uri, pg_schema):
@@ -62,11 +75,13 @@ def test_unseen_parquet_table_without_customers_publishes_to_postgres(tmp_path, 
     assert summary["customers"] == 1200
     with psycopg.connect(pg_uri) as connection:
         rows = connection.execute(
-            f'SELECT count(*), count(DISTINCT customer_id), count(DISTINCT segment_key) '
-            f'FROM "{pg_schema}".customer_segments').fetchone()
+            f"SELECT count(*), count(DISTINCT customer_id), count(DISTINCT segment_key) "
+            f'FROM "{pg_schema}".customer_segments'
+        ).fetchone()
         ids = connection.execute(f'SELECT min(customer_id) FROM "{pg_schema}".customer_segments').fetchone()
         runs = connection.execute(
-            f'SELECT status, gate_passed, rows_published FROM "{pg_schema}".segmentation_runs').fetchall()
+            f'SELECT status, gate_passed, rows_published FROM "{pg_schema}".segmentation_runs'
+        ).fetchall()
     assert rows[0] == rows[1] == 1200
     assert rows[2] == summary["segments"] >= 2
     assert ids[0] == 100_000  # the id keeps its values (and its integer type)
@@ -85,7 +100,8 @@ def test_unseen_tables_with_customers_publish_to_duckdb_and_rerun_is_idempotent(
         counts = connection.sql(
             "SELECT (SELECT count(*) FROM segments.customer_segments),"
             " (SELECT count(*) FROM segments.segment_changes),"
-            " (SELECT count(*) FROM segments.segmentation_runs)").fetchall()[0]
+            " (SELECT count(*) FROM segments.segmentation_runs)"
+        ).fetchall()[0]
         profiles = connection.sql("SELECT segment_name, top_categories FROM segments.segment_profiles").df()
     assert counts == (1200, 1200, 1)
     assert profiles["segment_name"].is_unique
@@ -97,8 +113,12 @@ def test_critical_contract_failure_publishes_nothing_and_keeps_the_rows(tmp_path
 
     warehouse = tmp_path / "w.duckdb"
     raw = {
-        "sources": {"customers": {"uri": str(small_demo["customers"]),
-                                  "contract": str(contracts_folder() / "customers.odcs.yaml")}},
+        "sources": {
+            "customers": {
+                "uri": str(small_demo["customers"]),
+                "contract": str(contracts_folder() / "customers.odcs.yaml"),
+            }
+        },
         "features": {"numeric": ["web_sessions_90d", "email_opens_90d"]},
         "clustering": {"algorithm": "kmeans", "k": [2, 4]},
         "publish": {"warehouse": f"duckdb:///{warehouse}", "parquet": None},
@@ -114,12 +134,15 @@ def test_critical_contract_failure_publishes_nothing_and_keeps_the_rows(tmp_path
         segmentation_flow(config=build_config(raw), as_of=date(2026, 11, 2))
     assert "10" in str(raised.value) and "customers" in str(raised.value)
     with duckdb.connect(str(warehouse), read_only=True) as connection:
-        assert connection.sql("SELECT count(*) FROM segments.customer_segments").fetchall()[0][0] == \
-            good["customers"]
+        assert (
+            connection.sql("SELECT count(*) FROM segments.customer_segments").fetchall()[0][0]
+            == good["customers"]
+        )
         runs = dict(connection.sql("SELECT status, as_of FROM segments.segmentation_runs").fetchall())
         quarantined = connection.sql(
             "SELECT count(*) FROM segments.quarantine WHERE as_of = DATE '2026-11-02' "
-            "AND severity = 'critical'").fetchall()[0][0]
+            "AND severity = 'critical'"
+        ).fetchall()[0][0]
     assert runs == {"published": AS_OF, "failed_contract": date(2026, 11, 2)}
     assert quarantined == 10
 
@@ -135,12 +158,14 @@ def test_structureless_data_is_rejected_by_the_gate_and_keeps_the_last_publicati
     noise = pd.DataFrame({"KundenNr": np.arange(2000), **{f"f{i}": rng.uniform(size=2000) for i in range(4)}})
     noise_path = tmp_path / "noise.parquet"
     noise.to_parquet(noise_path)
-    noise_config = build_config({
-        "sources": {"customers": {"uri": str(noise_path), "id_column": "KundenNr"}},
-        "clustering": {"algorithm": "kmeans", "k": [2, 6]},
-        "gate": {"min_silhouette": 0.5},
-        "publish": {"warehouse": f"duckdb:///{warehouse}", "parquet": None},
-    })
+    noise_config = build_config(
+        {
+            "sources": {"customers": {"uri": str(noise_path), "id_column": "KundenNr"}},
+            "clustering": {"algorithm": "kmeans", "k": [2, 6]},
+            "gate": {"min_silhouette": 0.5},
+            "publish": {"warehouse": f"duckdb:///{warehouse}", "parquet": None},
+        }
+    )
     with pytest.raises(GateRejected, match="silhouette"):
         segmentation_flow(config=noise_config, as_of=date(2026, 11, 2))
     with duckdb.connect(str(warehouse), read_only=True) as connection:

@@ -7,7 +7,7 @@ import pytest
 from segflow.config import FeaturesConfig, PreprocessConfig
 from segflow.errors import ConfigError
 from segflow.tasks.preprocess import prepare_features
-from segflow.tasks.scale import fit_scaler
+from segflow.tasks.scale import fit_scaling
 
 
 def customers() -> pd.DataFrame:
@@ -58,8 +58,14 @@ def test_unknown_feature_column_is_named():
 @pytest.mark.parametrize("kind", ["minmax", "standard", "robust"])
 def test_scalers_give_finite_matrices(kind):
     prepared = prepare_features(customers(), FeaturesConfig(categorical=["channel"]), PreprocessConfig(), [])
-    matrix, _ = fit_scaler(prepared.model_input, kind)
+    scaling = fit_scaling(prepared.model_input, kind, ["channel"])
+    matrix = scaling.transform(prepared.model_input)
     assert matrix.shape == prepared.model_input.shape
     assert np.isfinite(matrix).all()
+    columns = list(prepared.model_input.columns)
+    numeric = [columns.index(c) for c in prepared.numeric_columns]
+    channel = [i for i, c in enumerate(columns) if c.startswith("channel=")]
+    # the one categorical feature carries the variance of one average numeric column
+    assert matrix[:, channel].var(axis=0).sum() == pytest.approx(matrix[:, numeric].var(axis=0).mean())
     if kind == "minmax":
-        assert matrix.min() == 0.0 and matrix.max() == 1.0
+        assert matrix[:, numeric].min() == 0.0 and matrix[:, numeric].max() == 1.0

@@ -55,7 +55,7 @@ def first_run():
 
 
 def test_first_run_issues_keys_and_everyone_enters(first_run):
-    ids, labels, tables = first_run
+    ids, _labels, tables = first_run
     segments = tables["customer_segments"]
     assert sorted(segments["segment_key"].unique()) == ["seg-0001", "seg-0002", "seg-0003", "seg-0004"]
     assert len(segments) == len(ids) and segments["customer_id"].is_unique
@@ -83,8 +83,9 @@ def test_relabelled_clusters_keep_their_keys_and_only_movers_change(first_run):
     assert set(changes["change_type"]) == {"moved"}
     stayed = second["customer_segments"].set_index("customer_id").drop(index=list(moved))
     assert (stayed["segment_since"] == DAY1).all()  # unchanged rows stay byte-identical
-    assert (second["customer_segments"].set_index("customer_id").loc[list(moved), "segment_since"]
-            == DAY2).all()
+    assert (
+        second["customer_segments"].set_index("customer_id").loc[list(moved), "segment_since"] == DAY2
+    ).all()
 
 
 def test_leavers_and_new_segments(first_run):

@@ -102,12 +102,16 @@ def test_postgres_declares_primary_keys(pg_uri, pg_schema):
     store = PostgresStore(pg_uri, pg_schema)
     store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
     with psycopg.connect(pg_uri) as connection:
-        keys = dict(connection.execute(
-            """SELECT tc.table_name, string_agg(kcu.column_name, ',' ORDER BY kcu.ordinal_position)
+        keys = dict(
+            connection.execute(
+                """SELECT tc.table_name, string_agg(kcu.column_name, ',' ORDER BY kcu.ordinal_position)
                FROM information_schema.table_constraints tc
                JOIN information_schema.key_column_usage kcu USING (constraint_schema, constraint_name)
                WHERE tc.table_schema = %s AND tc.constraint_type = 'PRIMARY KEY'
-               GROUP BY tc.table_name""", [pg_schema]).fetchall())
+               GROUP BY tc.table_name""",
+                [pg_schema],
+            ).fetchall()
+        )
     assert keys["customer_segments"] == "customer_id"
     assert keys["segment_definitions"] == "segment_key"
     assert keys["segment_changes"] == "as_of,customer_id"
@@ -121,7 +125,8 @@ def test_parquet_readers_only_see_complete_publications(tmp_path):
     second = (tmp_path / "pq" / "current").resolve()
     assert first != second and first.exists()
     assert sorted(p.name for p in (second / "segment_changes").iterdir()) == [
-        "2026-05-01.parquet", "2026-05-02.parquet"
+        "2026-05-01.parquet",
+        "2026-05-02.parquet",
     ]
     # the first date's change file is shared, not copied
     assert (second / "segment_changes" / "2026-05-01.parquet").stat().st_nlink == 2
