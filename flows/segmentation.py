@@ -4,15 +4,15 @@ validate → profile → publish. Every step is a task from `segflow.tasks`; no 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 from prefect import flow
 from prefect.logging import get_run_logger
 
 from segflow.config import SegflowConfig
-from segflow.errors import ContractViolation, GateRejected
+from segflow.errors import ContractViolation, GateRejected, SegflowError
 from segflow.ledger import RunLedger
-from segflow.stores import open_stores
+from segflow.stores import PublicationStore, open_stores
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.features import feature_quarantine, features_task
 from segflow.tasks.ingest import ingest_task
@@ -25,15 +25,21 @@ from segflow.tasks.publish import (
     record_failure,
     record_run_task,
 )
-from segflow.tasks.quality import quality_task
+from segflow.tasks.quality import output_contract_task, quality_task
 from segflow.tasks.scale import scale_task
-from segflow.tasks.validate import GateDecision, feasibility_task, validate_task
+from segflow.tasks.validate import feasibility_task, validate_task
 
 
-def reject(stores: list, ledger: RunLedger, decision: GateDecision, run_facts: dict[str, Any]) -> None:
-    """Record a gate rejection (nothing new is published) and stop the run with exit code 4."""
-    record_run_task(stores, ledger, "rejected", "; ".join(decision.reasons), run_facts)
-    raise GateRejected(decision.reasons)
+def stop(
+    stores: list[PublicationStore],
+    ledger: RunLedger,
+    status: str,
+    error: SegflowError,
+    run_facts: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Record why the run publishes nothing new, then end it with that error (and its exit code)."""
+    record_run_task(stores, ledger, status, str(error), run_facts)
+    raise error
 
 
 @flow(name="segmentation", flow_run_name="segmentation-{as_of}")
@@ -48,8 +54,7 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         checked = quality_task(sources, config.sources)
         ledger.note_quality(checked.contract_versions, checked.quarantine)
         if checked.blocking:
-            record_run_task(stores, ledger, "failed_contract", checked.message)
-            raise ContractViolation(checked.message)
+            stop(stores, ledger, "failed_contract", ContractViolation(checked.message))
 
         features = features_task(checked.passed, config.sources, ledger.as_of, config.features.rfm)
         ledger.add_quarantine(feature_quarantine(features, config.sources))
@@ -59,7 +64,13 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         )
         feasible = feasibility_task(matrix.shape, config.clustering.k)
         if not feasible.passed:
-            reject(stores, ledger, feasible, {"gate_checks": feasible.as_records()})
+            stop(
+                stores,
+                ledger,
+                "rejected",
+                GateRejected(feasible.reasons),
+                {"gate_checks": feasible.as_records()},
+            )
 
         segmentation = cluster_task(matrix, config.clustering)
         decision = validate_task(segmentation.n_segments, segmentation.scores, config.gate)
@@ -73,7 +84,7 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
             },
         }
         if not decision.passed:
-            reject(stores, ledger, decision, run_facts)
+            stop(stores, ledger, "rejected", GateRejected(decision.reasons), run_facts)
 
         profiles = profile_task(
             prepared.readable, segmentation.labels, prepared.numeric_columns, prepared.categorical_columns
@@ -83,6 +94,9 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         publication = build_publication(
             prepared.customer_ids, segmentation.labels, profiles, stored, ledger, run_facts
         )
+        output = output_contract_task(publication.table("customer_segments"))
+        if output.blocking:
+            stop(stores, ledger, "failed_contract", ContractViolation(output.message), run_facts)
         counts = publish_task(stores, publication)
     except (ContractViolation, GateRejected):
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -59,6 +60,8 @@ def run_command(arguments: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"segflow: {error}", file=sys.stderr)
         return error.exit_code
+    # an unattended or air-gapped run has no business phoning home
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from segflow.flows.segmentation import segmentation_flow
 
     try:

@@ -33,6 +33,9 @@ class Publication:
     writes: list[TableWrite]
     counts: dict[str, int]
 
+    def table(self, name: str) -> pd.DataFrame:
+        return next(w.rows for w in self.writes if w.name == name).to_pandas()
+
 
 def as_of_timestamp(as_of: date) -> pd.Timestamp:
     return pd.Timestamp(datetime.combine(as_of, datetime.min.time()))

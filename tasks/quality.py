@@ -215,6 +215,11 @@ class QualityReport:
         """Failed rules that do not block (severity warning or info)."""
         return [o for o in self.outcomes if not o.success and o.severity != "critical"]
 
+    @property
+    def message(self) -> str:
+        """What blocks, one failed critical rule a line; empty when nothing blocks."""
+        return _blocking_message(self.blocking)
+
 
 def load_contract(path: str | Path) -> dict:
     """Read an ODCS v3 contract, check it against the ODCS JSON Schema and segflow's vocabulary."""
@@ -309,9 +314,7 @@ def to_expectation_suite(compiled: CompiledContract, rules: list[CompiledRule] |
                 f"contract '{compiled.name}', rule '{rule.rule}': Great Expectations rejects "
                 f"its arguments {config['kwargs']}: {exc}"
             ) from exc
-    return gx.ExpectationSuite(
-        name=f"{compiled.name} {compiled.version}", expectations=expectations
-    )
+    return gx.ExpectationSuite(name=f"{compiled.name} {compiled.version}", expectations=expectations)
 
 
 def check_table(table: pd.DataFrame, contract_path: str | Path, source: str) -> QualityReport:
@@ -435,8 +438,7 @@ def check_sources(sources: dict[str, pd.DataFrame], config: SourcesConfig) -> So
         if name in contracts
     }
     passed = {
-        name: reports[name].passed_rows if name in reports else table
-        for name, table in sources.items()
+        name: reports[name].passed_rows if name in reports else table for name, table in sources.items()
     }
     return SourcesCheck(reports=reports, passed=passed)
 
@@ -457,10 +459,24 @@ def quality_task(sources: dict[str, pd.DataFrame], config: SourcesConfig) -> Sou
     return checked
 
 
+OUTPUT_CONTRACT = "customer_segments.odcs.yaml"
+
+
+def output_contract_path() -> Path:
+    """The contract of the published customer_segments table, shipped with segflow."""
+    return Path(str(resources.files("segflow.data_contracts").joinpath(OUTPUT_CONTRACT)))
+
+
+@task(name="output-contract", cache_policy=NO_CACHE)
+def output_contract_task(snapshot: pd.DataFrame) -> QualityReport:
+    """Check the customer_segments snapshot against its contract before anything is published."""
+    report = check_table(snapshot, output_contract_path(), "customer_segments")
+    _log_and_summarise(report)
+    return report
+
+
 @task(name="quality-check", task_run_name="quality-check-{source}", cache_policy=NO_CACHE)
-def quality_check_task(
-    table: pd.DataFrame, contract_path: str | Path, source: str
-) -> QualityReport:
+def quality_check_task(table: pd.DataFrame, contract_path: str | Path, source: str) -> QualityReport:
     """Check one source against its contract; log failed rules and publish a summary artifact."""
     report = check_table(table, contract_path, source)
     _log_and_summarise(report)
@@ -591,9 +607,7 @@ def _property_library_rule(quality: dict, prop: dict, where: str) -> CompiledRul
     )
 
 
-def _schema_rule(
-    quality: dict, columns: dict, physical: dict[str, str], where: str
-) -> CompiledRule | None:
+def _schema_rule(quality: dict, columns: dict, physical: dict[str, str], where: str) -> CompiledRule | None:
     kind = quality.get("type", "library")
     if kind == "text":
         return None
@@ -807,9 +821,7 @@ def _row_count_expectation(threshold: Threshold, where: str) -> tuple[str, dict]
 def _threshold(quality: dict, where: str) -> Threshold:
     operators = [key for key in OPERATORS if key in quality]
     if len(operators) != 1:
-        raise ConfigError(
-            f"{where}: a library rule needs exactly one operator of {', '.join(OPERATORS)}"
-        )
+        raise ConfigError(f"{where}: a library rule needs exactly one operator of {', '.join(OPERATORS)}")
     unit = quality.get("unit", "rows")
     if unit not in ("rows", "percent"):
         raise ConfigError(f"{where}: unit {unit!r} is not 'rows' or 'percent'")
@@ -827,18 +839,14 @@ def _severity(quality: dict, where: str) -> str:
     try:
         return SEVERITIES[str(severity).strip().lower()]
     except KeyError:
-        raise ConfigError(
-            f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}"
-        ) from None
+        raise ConfigError(f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}") from None
 
 
 def _regex(pattern: str, where: str) -> str:
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise ConfigError(
-            f"{where}: pattern {pattern!r} is not a regular expression: {exc}"
-        ) from exc
+        raise ConfigError(f"{where}: pattern {pattern!r} is not a regular expression: {exc}") from exc
     return pattern
 
 
@@ -902,9 +910,7 @@ def _object_for(contract: dict, source: str) -> str | None:
 def _odcs_validator():
     import jsonschema
 
-    schema = json.loads(
-        resources.files("open_data_contract_standard").joinpath("schema.json").read_text()
-    )
+    schema = json.loads(resources.files("open_data_contract_standard").joinpath("schema.json").read_text())
     return jsonschema.validators.validator_for(schema)(schema)
 
 
@@ -962,9 +968,7 @@ def _gx_runtime():
     return gx, asset.add_batch_definition_whole_dataframe("whole_table")
 
 
-def _validation_frame(
-    table: pd.DataFrame, compiled: CompiledContract, present: list[str]
-) -> pd.DataFrame:
+def _validation_frame(table: pd.DataFrame, compiled: CompiledContract, present: list[str]) -> pd.DataFrame:
     """The contract's columns as loaded, plus each typed column read as its logical type."""
     frame = table[present].reset_index(drop=True)
     for column in present:
@@ -981,9 +985,7 @@ def _read_as(values: pd.Series, logical_type: str) -> pd.Series:
             return values
         return pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
     numbers = (
-        values
-        if pd.api.types.is_numeric_dtype(values.dtype)
-        else pd.to_numeric(values, errors="coerce")
+        values if pd.api.types.is_numeric_dtype(values.dtype) else pd.to_numeric(values, errors="coerce")
     )
     numbers = pd.Series(numbers.to_numpy(dtype="float64", na_value=np.nan), index=values.index)
     return numbers.where(numbers % 1 == 0) if logical_type == "integer" else numbers

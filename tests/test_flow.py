@@ -175,3 +175,25 @@ def test_structureless_data_is_rejected_by_the_gate_and_keeps_the_last_publicati
         ).fetchall()
     pd.testing.assert_frame_equal(before, after)
     assert rejected[0][0] is False and "silhouette" in rejected[0][1]
+
+
+def test_a_snapshot_breaking_the_output_contract_is_not_published(tmp_path):
+    """A source without a contract lets null ids through; the output contract stops them."""
+    ids = [None if i % 4 == 2 else f"c{i}" for i in range(200)]
+    customers = pd.DataFrame({"id": ids, "x": np.arange(200.0)})
+    path = tmp_path / "customers.parquet"
+    customers.to_parquet(path)
+    warehouse = tmp_path / "w.duckdb"
+    config = build_config({
+        "sources": {"customers": {"uri": str(path), "id_column": "id"}},
+        "clustering": {"algorithm": "kmeans", "k": [2, 3]},
+        "gate": {"min_silhouette": 0.0},
+        "publish": {"warehouse": f"duckdb:///{warehouse}", "parquet": None},
+    })
+    with pytest.raises(ContractViolation, match="customer_segments.*customer_id"):
+        segmentation_flow(config=config, as_of=AS_OF)
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        tables = {row[0] for row in connection.sql("SHOW ALL TABLES").fetchall()}
+        runs = connection.sql("SELECT status FROM segments.segmentation_runs").fetchall()
+    assert "customer_segments" not in tables
+    assert runs == [("failed_contract",)]
