@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -36,6 +37,16 @@ class SourceConfig(StrictModel):
     uri: str = Field(min_length=1)
     contract: Path | None = None
     id_column: str = Field("customer_id", min_length=1)
+    encoding: str = Field("utf-8", min_length=1)  # of CSV files, e.g. latin-1, utf-16
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as error:
+            raise ValueError(f"unknown encoding {encoding!r}") from error
+        return encoding
 
 
 class TransactionsSourceConfig(SourceConfig):

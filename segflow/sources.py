@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
 
 from segflow.errors import ConfigError, SourceError
 from segflow.uris import duckdb_path, redact_uri, table_query_parameter
 
 
-def read_source(source: str, uri: str) -> pa.Table:
+def read_source(source: str, uri: str, encoding: str = "utf-8") -> pa.Table:
     """Read one source completely; any failure becomes a SourceError naming the source."""
     if uri.startswith("duckdb://"):
         table = _read_duckdb(source, uri)
@@ -22,7 +24,7 @@ def read_source(source: str, uri: str) -> pa.Table:
     elif uri.lower().endswith((".parquet", ".pq")) or Path(uri).is_dir():
         table = _read_parquet(source, uri)
     elif uri.lower().endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        table = _read_csv(source, uri)
+        table = _read_csv(source, uri, encoding)
     else:
         raise ConfigError(
             f"source '{source}': cannot tell the format of {redact_uri(uri)}; use a .parquet or .csv "
@@ -49,17 +51,44 @@ def _read_parquet(source: str, pattern: str) -> pa.Table:
         raise SourceError(f"source '{source}': {pattern} is not a readable Parquet file ({error})") from error
 
 
-def _read_csv(source: str, pattern: str) -> pa.Table:
-    files = _matching_files(source, pattern)
+def sniff_delimiter(path: str, encoding: str) -> str:
+    """The delimiter of a CSV file, guessed from its first lines (comma when unsure)."""
+    with open(path, encoding=encoding, errors="replace", newline="") as handle:
+        sample = handle.read(64 * 1024)
     try:
-        with duckdb.connect() as connection:
-            return connection.read_csv(files, header=True).to_arrow_table()
-    except duckdb.Error as error:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _read_csv(source: str, pattern: str, encoding: str) -> pa.Table:
+    files = _matching_files(source, pattern)
+    advice = "check its header and delimiter, or set the source's 'encoding' (e.g. latin-1)"
+    try:
+        table = pa.concat_tables(
+            [
+                pa_csv.read_csv(
+                    path,
+                    read_options=pa_csv.ReadOptions(encoding=encoding),
+                    parse_options=pa_csv.ParseOptions(delimiter=sniff_delimiter(path, encoding)),
+                )
+                for path in files
+            ],
+            promote_options="permissive",
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         first_line = str(error).splitlines()[0]
         raise SourceError(
-            f"source '{source}': {pattern} could not be read as CSV ({first_line}); "
-            "check its delimiter, header and encoding (UTF-8 expected)"
+            f"source '{source}': {pattern} could not be read as CSV in encoding {encoding} "
+            f"({first_line}); {advice}"
         ) from error
+    undecodable = [field.name for field in table.schema if pa.types.is_binary(field.type)]
+    if undecodable:
+        raise SourceError(
+            f"source '{source}': column(s) {', '.join(undecodable)} of {pattern} are not valid "
+            f"text in encoding {encoding}; {advice}"
+        )
+    return table
 
 
 def _read_duckdb(source: str, uri: str) -> pa.Table:

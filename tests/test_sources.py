@@ -31,6 +31,15 @@ def test_csv_with_semicolons_is_sniffed(tmp_path):
     assert table.num_rows == 2
 
 
+def test_latin1_csv_needs_its_encoding(tmp_path):
+    path = tmp_path / "kunden.csv"
+    path.write_bytes("client;name\n1;Müller\n2;Straße\n".encode("latin-1"))
+    with pytest.raises(SourceError, match="not valid text in encoding utf-8.*set the source's 'encoding'"):
+        read_source("customers", str(path))
+    table = read_source("customers", str(path), encoding="latin-1")
+    assert table.column("name").to_pylist() == ["Müller", "Straße"]
+
+
 def test_duckdb_table(tmp_path):
     path = tmp_path / "in.duckdb"
     with duckdb.connect(str(path)) as connection:
