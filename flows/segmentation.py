@@ -59,18 +59,13 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         features = features_task(checked.passed, config.sources, ledger.as_of, config.features.rfm)
         ledger.add_quarantine(feature_quarantine(features, config.sources))
         prepared = preprocess_task(features.table, config.features, config.preprocess, features.rfm_columns)
+        feasible = feasibility_task(prepared.model_input.shape, config.clustering.k)
+        if not feasible.passed:
+            gate_facts = {"gate_checks": feasible.as_records()}
+            stop(stores, ledger, "rejected", GateRejected(feasible.reasons), gate_facts)
         matrix, _scaling = scale_task(
             prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
         )
-        feasible = feasibility_task(matrix.shape, config.clustering.k)
-        if not feasible.passed:
-            stop(
-                stores,
-                ledger,
-                "rejected",
-                GateRejected(feasible.reasons),
-                {"gate_checks": feasible.as_records()},
-            )
 
         segmentation = cluster_task(matrix, config.clustering)
         decision = validate_task(segmentation.n_segments, segmentation.scores, config.gate)
