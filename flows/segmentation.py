@@ -26,8 +26,9 @@ from segflow.tasks.publish import (
     record_run_task,
 )
 from segflow.tasks.quality import output_contract_task, quality_task
+from segflow.tasks.report import report_inputs, report_task
 from segflow.tasks.scale import scale_task
-from segflow.tasks.validate import feasibility_task, validate_task
+from segflow.tasks.validate import feasibility_task, stability_task, validate_task
 
 
 def stop(
@@ -68,31 +69,61 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         )
 
         segmentation = cluster_task(matrix, config.clustering)
-        decision = validate_task(segmentation.n_segments, segmentation.scores, config.gate)
-        run_facts = {
-            "segmentation": segmentation,
-            "gate_checks": decision.as_records(),
-            "details": {
-                "preprocess": prepared.recipe,
-                "sampling": segmentation.sampling,
-                "k_search": segmentation.k_search,
-            },
-        }
-        if not decision.passed:
-            stop(stores, ledger, "rejected", GateRejected(decision.reasons), run_facts)
-
+        stability = stability_task(matrix, segmentation, config.clustering, config.gate.stability_resamples)
         profiles = profile_task(
             prepared.readable, segmentation.labels, prepared.numeric_columns, prepared.categorical_columns
         )
 
         stored = read_state_task(stores[0], ledger.as_of)
-        publication = build_publication(
-            prepared.customer_ids, segmentation.labels, profiles, stored, ledger, run_facts
+        publication = build_publication(prepared.customer_ids, segmentation.labels, profiles, stored, ledger)
+        decision = validate_task(
+            segmentation.labels,
+            {**segmentation.scores, "stability": stability},
+            publication.drift,
+            config.gate,
         )
+        run_facts = {
+            "segmentation": segmentation,
+            "gate_checks": decision.as_records(),
+            "gate_override": decision.override if decision.blocking else None,
+            "details": {
+                "preprocess": prepared.recipe,
+                "sampling": segmentation.sampling,
+                "k_search": segmentation.k_search,
+                "leaderboard": segmentation.leaderboard,
+                "gate_measures": decision.measures,
+                "stability": stability,
+            },
+        }
+        status = (
+            "rejected"
+            if not decision.publishes
+            else "published_override"
+            if decision.blocking
+            else "published"
+        )
+        report_task(
+            report_inputs(
+                ledger.run_id,
+                ledger.as_of,
+                status,
+                segmentation,
+                decision.as_records(),
+                publication.table("segment_profiles"),
+                publication.migration,
+                publication.keys,
+                matrix,
+                len(ledger.quarantine),
+            ),
+            config.publish.reports,
+        )
+        if not decision.publishes:
+            stop(stores, ledger, "rejected", GateRejected(decision.reasons), run_facts)
+
         output = output_contract_task(publication.table("customer_segments"))
         if output.blocking:
             stop(stores, ledger, "failed_contract", ContractViolation(output.message), run_facts)
-        counts = publish_task(stores, publication)
+        counts = publish_task(stores, publication, ledger, run_facts)
     except (ContractViolation, GateRejected):
         raise
     except Exception as error:

@@ -123,6 +123,7 @@ class ClusteringConfig(StrictModel):
     mini_batch_above: int = Field(500_000, ge=1_000)
     linkage: Literal["ward", "complete", "average", "single"] = "ward"
     birch_threshold: float | None = Field(None, gt=0.0)
+    # CLARA (`clarans`): FasterPAM on this many draws of this many rows from the fit sample
     clara_draws: int = Field(5, ge=1, le=100)
     clara_sample_size: int = Field(1_000, ge=50)
     # density methods: eps defaults to the k-distance knee, min_samples to 2 x features,
@@ -150,24 +151,41 @@ class ClusteringConfig(StrictModel):
             raise ValueError(f"auto_candidates must be distinct names from {known}, got {list(names)}")
         return names
 
-    @model_validator(mode="after")
-    def _clara_fits_in_sample(self) -> ClusteringConfig:
-        if self.clara_sample_size > self.fit_sample_size:
-            raise ValueError(
-                f"clara_sample_size ({self.clara_sample_size}) must not exceed "
-                f"fit_sample_size ({self.fit_sample_size}): CLARA draws from the fit sample"
-            )
-        return self
+
+Severity = Literal["critical", "warning"]
 
 
 class GateConfig(StrictModel):
+    """Rules a segmentation must pass to be published; a critical failure rejects the run."""
+
     min_silhouette: float = Field(0.25, ge=-1.0, le=1.0)
+    min_segment_share: float = Field(0.01, ge=0.0, le=1.0)  # smallest segment, noise excluded
+    max_segment_share: float = Field(0.8, ge=0.0, le=1.0)  # largest segment
+    max_noise_share: float = Field(0.3, ge=0.0, le=1.0)  # density methods' unassigned customers
+    min_stability: float = Field(0.6, ge=-1.0, le=1.0)  # mean adjusted Rand index under resampling
+    stability_resamples: int = Field(3, ge=0, le=50)  # 0 turns the stability check off
+    max_changed_share: float = Field(0.5, ge=0.0, le=1.0)  # of last publication's customers who moved
+    max_size_shift: float = Field(0.3, ge=0.0, le=1.0)  # total variation between segment size mixes
+    severity: dict[
+        Literal[
+            "min_silhouette",
+            "min_segment_share",
+            "max_segment_share",
+            "max_noise_share",
+            "min_stability",
+            "max_changed_share",
+            "max_size_shift",
+        ],
+        Severity,
+    ] = Field(default_factory=lambda: {"max_changed_share": "warning", "max_size_shift": "warning"})
+    override: str | None = Field(None, min_length=3)  # publish despite a rejection, for this run; the reason
 
 
 class PublishConfig(StrictModel):
     parquet: Path | None = Path("segflow_output/parquet")
     warehouse: str | None = "duckdb:///segflow_output/warehouse.duckdb"
     schema_name: str = Field("segments", alias="schema")
+    reports: Path | None = Path("segflow_output/reports")  # one HTML report per run
 
     @field_validator("schema_name")
     @classmethod

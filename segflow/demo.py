@@ -90,6 +90,7 @@ def demo_config(output_root: Path) -> dict[str, Any]:
             "parquet": str(output_root / "parquet"),
             "warehouse": f"duckdb:///{output_root / 'warehouse.duckdb'}",
             "schema": "segments",
+            "reports": str(output_root / "reports"),
         },
     }
 

@@ -87,9 +87,10 @@ class RunLedger:
         gate_checks: list[dict[str, Any]] | None = None,
         rows_published: int = 0,
         details: dict[str, Any] | None = None,
+        gate_override: str | None = None,
     ) -> dict[str, Any]:
         """This run's segmentation_runs row: no customer data, no credentials."""
-        failed_checks = [c["message"] for c in gate_checks or [] if not c["passed"]]
+        failed_checks = [c for c in gate_checks or [] if not c["passed"]]
         return {
             "run_id": self.run_id,
             "as_of": self.as_of,
@@ -101,8 +102,11 @@ class RunLedger:
             "parameters": json.dumps(getattr(segmentation, "params", None), default=str),
             "scores": json.dumps(getattr(segmentation, "scores", None), default=float),
             "n_segments": getattr(segmentation, "n_segments", None),
-            "gate_passed": None if gate_checks is None else not failed_checks,
-            "gate_reasons": json.dumps(failed_checks),
+            "gate_passed": None
+            if gate_checks is None
+            else not any(c["severity"] == "critical" for c in failed_checks),
+            "gate_reasons": json.dumps([f"{c['message']} ({c['severity']})" for c in failed_checks]),
+            "gate_override": gate_override,
             "rows_read": json.dumps(self.rows_read),
             "rows_quarantined": len(self.quarantine),
             "rows_published": rows_published,

@@ -99,6 +99,7 @@ TABLES: dict[str, TableSpec] = {
                 ("n_segments", pa.int64()),
                 ("gate_passed", pa.bool_()),
                 ("gate_reasons", pa.string()),
+                ("gate_override", pa.string()),
                 ("rows_read", pa.string()),
                 ("rows_quarantined", pa.int64()),
                 ("rows_published", pa.int64()),

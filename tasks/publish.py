@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -32,6 +32,9 @@ class Publication:
     as_of: date
     writes: list[TableWrite]
     counts: dict[str, int]
+    drift: dict[str, float | None] = field(default_factory=dict)
+    keys: dict[int, str] = field(default_factory=dict)  # cluster label -> segment key
+    migration: pd.DataFrame = field(default_factory=pd.DataFrame)  # last publication's keys x this run's
 
     def table(self, name: str) -> pd.DataFrame:
         return next(w.rows for w in self.writes if w.name == name).to_pandas()
@@ -236,15 +239,38 @@ def profiles_table(
     )
 
 
+def migration_matrix(before: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:
+    """Customers by last publication's segment (rows; 'new': not in it) and this run's (columns; 'left')."""
+    if before.empty:
+        return pd.DataFrame()
+    merged = snapshot[[CUSTOMER_ID, "segment_key"]].merge(
+        before[[CUSTOMER_ID, "segment_key"]], on=CUSTOMER_ID, how="outer", suffixes=("", "_before")
+    )
+    return pd.crosstab(merged["segment_key_before"].fillna("new"), merged["segment_key"].fillna("left"))
+
+
+def drift_measures(snapshot: pd.DataFrame, before: pd.DataFrame) -> dict[str, float | None]:
+    """How far this publication moves from the last: customers who changed, and the size mix."""
+    if before.empty:
+        return {"changed_share": None, "size_shift": None}
+    common = snapshot[[CUSTOMER_ID, "segment_key"]].merge(
+        before[[CUSTOMER_ID, "segment_key"]], on=CUSTOMER_ID, suffixes=("", "_before")
+    )
+    changed = float((common["segment_key"] != common["segment_key_before"]).mean()) if len(common) else 1.0
+    new_mix = snapshot["segment_key"].value_counts(normalize=True)
+    old_mix = before["segment_key"].value_counts(normalize=True)
+    shift = 0.5 * float(new_mix.sub(old_mix, fill_value=0.0).abs().sum())
+    return {"changed_share": changed, "size_shift": shift}
+
+
 def build_publication(
     customer_ids: pd.Series,
     labels: np.ndarray,
     profiles: pd.DataFrame,
     stored: StoredState,
     ledger: RunLedger,
-    run_facts: dict[str, Any],
 ) -> Publication:
-    """All tables of a successful run, keyed so that persisting segments keep their identity."""
+    """The segment tables of a run, keyed so that persisting segments keep their identity."""
     run_id, as_of, id_type = ledger.run_id, ledger.as_of, ledger.id_type
     assignments = pd.DataFrame({CUSTOMER_ID: customer_ids.to_numpy(), "label": labels})
     before, replaced = state_before(stored, as_of)
@@ -258,7 +284,6 @@ def build_publication(
     keys = assign_segment_keys(assignments, before, replaced, definitions, as_of)
     names = segment_names(profiles, keys, definitions)
     snapshot, changes = membership_tables(assignments, keys, names, before, run_id, as_of)
-    run_row = ledger.row("published", "published", rows_published=len(snapshot), **run_facts)
     writes = [
         TableWrite("customer_segments", to_arrow("customer_segments", snapshot, id_type), "all"),
         TableWrite("segment_changes", to_arrow("segment_changes", changes, id_type), "as_of"),
@@ -272,7 +297,6 @@ def build_publication(
             to_arrow("segment_definitions", definitions_table(definitions, names, as_of), id_type),
             "all",
         ),
-        *ledger.writes(run_row, published=True),
     ]
     counts = {
         "customers": len(snapshot),
@@ -281,15 +305,36 @@ def build_publication(
         "new_segments": sum(1 for k in names if k not in set(definitions["segment_key"])),
         "quarantined_rows": len(ledger.quarantine),
     }
-    return Publication(run_id=run_id, as_of=as_of, writes=writes, counts=counts)
+    return Publication(
+        run_id=run_id,
+        as_of=as_of,
+        writes=writes,
+        counts=counts,
+        drift=drift_measures(snapshot, before),
+        keys=keys,
+        migration=migration_matrix(before, snapshot),
+    )
+
+
+def publication_writes(
+    publication: Publication, ledger: RunLedger, run_facts: dict[str, Any]
+) -> list[TableWrite]:
+    """The segment tables plus the run's segmentation_runs row and quarantine."""
+    override = run_facts.get("gate_override")
+    message = "published" if override is None else f"published despite the gate, on override: {override}"
+    run_row = ledger.row("published", message, rows_published=publication.counts["customers"], **run_facts)
+    return [*publication.writes, *ledger.writes(run_row, published=True)]
 
 
 @task(name="publish", **IO_RETRY_POLICY)
-def publish_task(stores: list[PublicationStore], publication: Publication) -> dict[str, int]:
-    """Write the publication to every target; each target swaps all its tables in at once."""
+def publish_task(
+    stores: list[PublicationStore], publication: Publication, ledger: RunLedger, run_facts: dict[str, Any]
+) -> dict[str, int]:
+    """Write the segment tables and the run's record to every target, each swapping all at once."""
+    writes = publication_writes(publication, ledger, run_facts)
     logger = get_run_logger()
     for store in stores:
-        store.publish(publication.as_of, publication.writes)
+        store.publish(publication.as_of, writes)
         logger.info(
             "publish: %s now holds run %s (as of %s): %s",
             store.describe(),

@@ -1,14 +1,23 @@
-"""Validate: the gate that decides whether a segmentation is good enough to publish."""
+"""Validate: the gate that decides whether a segmentation is good enough to publish.
+
+Every rule has a threshold and a severity (config `gate:`). A failed critical rule rejects the
+run unless `gate.override` gives a reason to publish anyway; failed warnings are recorded.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from prefect import task
 from prefect.logging import get_run_logger
+from sklearn.metrics import adjusted_rand_score
 
-from segflow.config import GateConfig
+from segflow.config import ClusteringConfig, GateConfig
+from segflow.tasks.cluster import fit_segmentation
+
+NOISE_LABEL = -1
 
 
 @dataclass(frozen=True)
@@ -19,56 +28,196 @@ class GateCheck:
     value: float | None
     threshold: float
     passed: bool
+    severity: str
     message: str
 
 
 @dataclass
 class GateDecision:
     checks: list[GateCheck]
+    override: str | None = None
+    measures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocking(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.passed and c.severity == "critical"]
 
     @property
     def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
+        """No critical rule failed."""
+        return not self.blocking
+
+    @property
+    def publishes(self) -> bool:
+        return self.passed or self.override is not None
 
     @property
     def reasons(self) -> list[str]:
-        return [check.message for check in self.checks if not check.passed]
+        return [f"{c.message} ({c.severity})" for c in self.checks if not c.passed]
 
     def as_records(self) -> list[dict[str, Any]]:
         return [asdict(check) for check in self.checks]
 
 
-def at_least(rule: str, value: float | None, threshold: float, what: str) -> GateCheck:
-    passed = value is not None and value >= threshold
-    shown = "n/a" if value is None else f"{value:.3f}".rstrip("0").rstrip(".")
-    verdict = "meets" if passed else "is below"
-    return GateCheck(rule, value, threshold, passed, f"{what} {shown} {verdict} the minimum {threshold:g}")
+def bound_check(
+    rule: str, value: float | None, threshold: float, what: str, severity: str, upper: bool = False
+) -> GateCheck:
+    """A check that `value` is at least (or, with upper, at most) the threshold; None passes."""
+    if value is None:
+        return GateCheck(rule, None, threshold, True, severity, f"{what}: not measured")
+    passed = value <= threshold if upper else value >= threshold
+    shown = f"{value:.3f}".rstrip("0").rstrip(".")
+    if upper:
+        verdict = "is within the maximum" if passed else "exceeds the maximum"
+    else:
+        verdict = "meets the minimum" if passed else "is below the minimum"
+    return GateCheck(
+        rule, float(value), threshold, passed, severity, f"{what} {shown} {verdict} {threshold:g}"
+    )
+
+
+def segment_shares(labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Shares of the non-noise segments, and the noise share."""
+    values, counts = np.unique(labels, return_counts=True)
+    shares = counts / len(labels)
+    noise = float(shares[values == NOISE_LABEL].sum())
+    return shares[values != NOISE_LABEL], noise
 
 
 def check_feasible(n_customers: int, n_features: int, k_low: int) -> GateDecision:
     """Before clustering: enough customers and at least one feature that varies."""
     return GateDecision(
         checks=[
-            at_least("min_customers", float(n_customers), k_low + 1, "number of customers"),
-            at_least("min_features", float(n_features), 1, "number of varying features"),
+            bound_check("min_customers", n_customers, k_low + 1, "number of customers", "critical"),
+            bound_check("min_features", n_features, 1, "number of varying features", "critical"),
         ]
     )
 
 
-def evaluate_gate(n_segments: int, scores: dict[str, Any], gate: GateConfig) -> GateDecision:
-    """Apply every gate rule to a segmentation's scores."""
+def evaluate_gate(
+    labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
+) -> GateDecision:
+    """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift."""
+    severity = {
+        rule: gate.severity.get(rule, "critical")
+        for rule in (
+            "min_silhouette",
+            "min_segment_share",
+            "max_segment_share",
+            "max_noise_share",
+            "min_stability",
+            "max_changed_share",
+            "max_size_shift",
+        )
+    }
+    shares, noise = segment_shares(labels)
     silhouette = scores.get("silhouette")
-    return GateDecision(
-        checks=[
-            at_least("min_segments", float(n_segments), 2, "number of segments"),
-            at_least(
-                "min_silhouette",
-                None if silhouette is None else float(silhouette),
-                gate.min_silhouette,
-                "silhouette (sampled)",
-            ),
-        ]
+    stability = scores.get("stability")
+    checks = [
+        bound_check("min_segments", len(shares), 2, "number of segments", "critical"),
+        bound_check(
+            "min_silhouette",
+            silhouette,
+            gate.min_silhouette,
+            "silhouette (sampled)",
+            severity["min_silhouette"],
+        ),
+        bound_check(
+            "min_segment_share",
+            float(shares.min()) if len(shares) else None,
+            gate.min_segment_share,
+            "smallest segment's share",
+            severity["min_segment_share"],
+        ),
+        bound_check(
+            "max_segment_share",
+            float(shares.max()) if len(shares) else None,
+            gate.max_segment_share,
+            "largest segment's share",
+            severity["max_segment_share"],
+            upper=True,
+        ),
+        bound_check(
+            "max_noise_share",
+            noise,
+            gate.max_noise_share,
+            "share of customers left as noise",
+            severity["max_noise_share"],
+            upper=True,
+        ),
+        bound_check(
+            "min_stability",
+            stability,
+            gate.min_stability,
+            "stability under resampling (adjusted Rand index)",
+            severity["min_stability"],
+        ),
+        bound_check(
+            "max_changed_share",
+            drift.get("changed_share"),
+            gate.max_changed_share,
+            "share of last publication's customers who changed segment",
+            severity["max_changed_share"],
+            upper=True,
+        ),
+        bound_check(
+            "max_size_shift",
+            drift.get("size_shift"),
+            gate.max_size_shift,
+            "shift of the segment size mix since the last publication (total variation)",
+            severity["max_size_shift"],
+            upper=True,
+        ),
+    ]
+    measures = {
+        "noise_share": noise,
+        "segment_shares": sorted(shares.round(4).tolist(), reverse=True),
+        **{k: v for k, v in drift.items() if v is not None},
+    }
+    return GateDecision(checks=checks, override=gate.override, measures=measures)
+
+
+STABILITY_SAMPLE = 4_000
+STABILITY_SHARE = 0.8
+
+
+def segmentation_stability(
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    algorithm: str,
+    params: dict[str, Any],
+    config: ClusteringConfig,
+    resamples: int,
+) -> float | None:
+    """Mean adjusted Rand index between the segmentation and refits on random subsamples."""
+    if resamples == 0:
+        return None
+    k = params.get("k")
+    refit_config = config.model_copy(update={"algorithm": algorithm, **({"k": (k, k)} if k else {})})
+    rng = np.random.default_rng(config.seed)
+    base = rng.choice(len(matrix), size=min(len(matrix), STABILITY_SAMPLE), replace=False)
+    agreements = []
+    for round_ in range(resamples):
+        rows = rng.choice(base, size=max(3, int(STABILITY_SHARE * len(base))), replace=False)
+        refit = fit_segmentation(
+            matrix[rows], refit_config.model_copy(update={"seed": config.seed + round_ + 1})
+        )
+        agreements.append(adjusted_rand_score(labels[rows], refit.labels))
+    return float(np.mean(agreements))
+
+
+@task(name="stability")
+def stability_task(
+    matrix: np.ndarray, segmentation: Any, config: ClusteringConfig, resamples: int
+) -> float | None:
+    stability = segmentation_stability(
+        matrix, segmentation.labels, segmentation.algorithm, segmentation.params, config, resamples
     )
+    if stability is not None:
+        get_run_logger().info(
+            "stability: mean adjusted Rand index %.3f over %d resamples", stability, resamples
+        )
+    return stability
 
 
 @task(name="feasibility")
@@ -80,9 +229,13 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
 
 
 @task(name="validate")
-def validate_task(n_segments: int, scores: dict[str, Any], gate: GateConfig) -> GateDecision:
-    decision = evaluate_gate(n_segments, scores, gate)
+def validate_task(
+    labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
+) -> GateDecision:
+    decision = evaluate_gate(labels, scores, drift, gate)
     logger = get_run_logger()
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate: %s", check.message)
+    if decision.blocking and decision.override:
+        logger.warning("gate: rejected, but published on override: %s", decision.override)
     return decision

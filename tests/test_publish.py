@@ -10,7 +10,7 @@ import pytest
 from segflow.errors import ConfigError
 from segflow.ledger import RunLedger
 from segflow.stores import StoredState
-from segflow.tasks.publish import build_publication
+from segflow.tasks.publish import build_publication, publication_writes
 
 DAY1, DAY2 = date(2026, 5, 1), date(2026, 5, 2)
 
@@ -32,8 +32,9 @@ def profiles_for(labels: np.ndarray) -> pd.DataFrame:
 
 def publish(ids, labels, stored, as_of):
     ledger = RunLedger(as_of=as_of, id_type=pa.string())
-    publication = build_publication(pd.Series(ids), labels, profiles_for(labels), stored, ledger, {})
-    return {w.name: w.rows.to_pandas() for w in publication.writes}, publication
+    publication = build_publication(pd.Series(ids), labels, profiles_for(labels), stored, ledger)
+    writes = publication_writes(publication, ledger, {})
+    return {w.name: w.rows.to_pandas() for w in writes}, publication
 
 
 def as_state(tables, as_of, changes_on=None) -> StoredState:

@@ -15,17 +15,18 @@ import pytest
 from segflow.ledger import RunLedger
 from segflow.parquet_store import ParquetStore
 from segflow.stores import DuckDBStore, PostgresStore, TableWrite
-from segflow.tasks.publish import build_publication
+from segflow.tasks.publish import build_publication, publication_writes
 from tests.test_publish import profiles_for
 
 DAY1, DAY2 = date(2026, 5, 1), date(2026, 5, 2)
 IDS = np.array([f"c{i:04d}" for i in range(500)])
 
 
-def publication_for(store, labels, as_of):
+def publication_for(store, labels, as_of) -> list[TableWrite]:
     ledger = RunLedger(as_of=as_of, id_type=pa.string())
     stored = store.read_state(as_of)
-    return build_publication(pd.Series(IDS), labels, profiles_for(labels), stored, ledger, {})
+    publication = build_publication(pd.Series(IDS), labels, profiles_for(labels), stored, ledger)
+    return publication_writes(publication, ledger, {})
 
 
 def read_duckdb(path, table):
@@ -65,14 +66,14 @@ def labels(seed: int) -> np.ndarray:
 
 def test_publish_then_rerun_the_same_date_is_idempotent(target):
     store, read = target
-    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    store.publish(DAY1, publication_for(store, labels(1), DAY1))
     second = labels(1)
     second[:25] = (second[:25] + 1) % 3
-    store.publish(DAY2, publication_for(store, second, DAY2).writes)
+    store.publish(DAY2, publication_for(store, second, DAY2))
     snapshot = read("customer_segments").sort_values("customer_id").reset_index(drop=True)
     changes = read("segment_changes")
 
-    store.publish(DAY2, publication_for(store, second, DAY2).writes)  # the same date again
+    store.publish(DAY2, publication_for(store, second, DAY2))  # the same date again
     again = read("customer_segments").sort_values("customer_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(snapshot, again)
     assert len(read("segment_changes")) == len(changes) == len(IDS) + 25
@@ -84,9 +85,9 @@ def test_publish_then_rerun_the_same_date_is_idempotent(target):
 
 def test_a_failing_publication_leaves_the_previous_one_readable(target):
     store, read = target
-    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    store.publish(DAY1, publication_for(store, labels(1), DAY1))
     before = read("customer_segments")
-    writes = publication_for(store, labels(2), DAY2).writes
+    writes = publication_for(store, labels(2), DAY2)
     # the changes repeat a primary key, after customer_segments is already written
     changes = next(w for w in writes if w.name == "segment_changes")
     duplicated = TableWrite(changes.name, pa.concat_tables([changes.rows, changes.rows]), "as_of")
@@ -100,7 +101,7 @@ def test_a_failing_publication_leaves_the_previous_one_readable(target):
 
 def test_postgres_declares_primary_keys(pg_uri, pg_schema):
     store = PostgresStore(pg_uri, pg_schema)
-    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    store.publish(DAY1, publication_for(store, labels(1), DAY1))
     with psycopg.connect(pg_uri) as connection:
         keys = dict(
             connection.execute(
@@ -119,9 +120,9 @@ def test_postgres_declares_primary_keys(pg_uri, pg_schema):
 
 def test_parquet_readers_only_see_complete_publications(tmp_path):
     store = ParquetStore(tmp_path / "pq")
-    store.publish(DAY1, publication_for(store, labels(1), DAY1).writes)
+    store.publish(DAY1, publication_for(store, labels(1), DAY1))
     first = (tmp_path / "pq" / "current").resolve()
-    store.publish(DAY2, publication_for(store, labels(1), DAY2).writes)
+    store.publish(DAY2, publication_for(store, labels(1), DAY2))
     second = (tmp_path / "pq" / "current").resolve()
     assert first != second and first.exists()
     assert sorted(p.name for p in (second / "segment_changes").iterdir()) == [

@@ -1,0 +1,346 @@
+"""Report: one self-contained HTML page per run, for the marketing team as much as for engineers.
+
+Plain words first, numbers next, plots embedded as PNG data: no script, style or font is fetched,
+so the page reads the same offline or as a mail attachment. Only aggregates are shown: no
+customer-level values (the projection plots anonymous points).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from scipy.cluster.hierarchy import dendrogram
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_samples
+
+PLOT_SAMPLE = 4_000
+NOISE_KEY = "seg-0000"
+
+
+@dataclass
+class ReportInputs:
+    """Everything the page shows, as aggregates and small arrays."""
+
+    run_id: str
+    as_of: date
+    status: str  # published | rejected | published_override
+    algorithm: str
+    params: dict[str, Any]
+    scores: dict[str, Any]
+    k_search: list[dict[str, Any]]
+    gate_checks: list[dict[str, Any]]
+    segments: pd.DataFrame  # segment_key, segment_name, description, size, share, features (dict)
+    migration: pd.DataFrame  # rows: last publication's keys (or "new"), columns: this run's keys
+    projection: np.ndarray  # 2-D coordinates of a sample of customers
+    projection_keys: np.ndarray  # their segment keys
+    silhouette_by_key: dict[str, float]
+    dendrogram: dict[str, Any] | None
+    customers: int
+    quarantined: int
+
+
+def figure_png(figure: plt.Figure) -> str:
+    """A matplotlib figure as a base64 PNG data URI (and the figure closed)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def sample_rows(n_rows: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, size=min(size, n_rows), replace=False))
+
+
+def projection_and_silhouette(
+    matrix: np.ndarray, keys: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """PCA coordinates and per-segment mean silhouette on one sample of customers."""
+    rows = sample_rows(len(matrix), PLOT_SAMPLE, seed)
+    sample, sample_keys = matrix[rows], keys[rows]
+    components = min(2, sample.shape[1])
+    coordinates = PCA(n_components=components, random_state=seed).fit_transform(sample)
+    if components == 1:
+        coordinates = np.column_stack([coordinates[:, 0], np.zeros(len(coordinates))])
+    scored = sample_keys != NOISE_KEY
+    silhouette: dict[str, float] = {}
+    if len(set(sample_keys[scored])) > 1:
+        values = silhouette_samples(sample[scored], sample_keys[scored])
+        silhouette = pd.Series(values).groupby(sample_keys[scored]).mean().round(4).to_dict()
+    return coordinates, sample_keys, silhouette
+
+
+def plots(inputs: ReportInputs) -> dict[str, str]:
+    """Every chart of the report, as data URIs."""
+    names = dict(zip(inputs.segments["segment_key"], inputs.segments["segment_name"], strict=True))
+    ordered = inputs.segments.sort_values("size", ascending=True)
+    charts: dict[str, str] = {}
+
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(ordered) + 1))
+    axis.barh([names[k] for k in ordered["segment_key"]], ordered["size"], color="#4C72B0")
+    axis.set_xlabel("customers")
+    charts["sizes"] = figure_png(figure)
+
+    figure, axis = plt.subplots(figsize=(7, 5.5))
+    for key in sorted(set(inputs.projection_keys)):
+        points = inputs.projection[inputs.projection_keys == key]
+        axis.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6, label=names.get(key, key))
+    axis.set_xlabel("first principal component")
+    axis.set_ylabel("second principal component")
+    axis.legend(fontsize=7, markerscale=2, loc="best")
+    charts["projection"] = figure_png(figure)
+
+    if inputs.silhouette_by_key:
+        keys = sorted(inputs.silhouette_by_key, key=inputs.silhouette_by_key.get)
+        figure, axis = plt.subplots(figsize=(8, 0.45 * len(keys) + 1))
+        axis.barh(
+            [names.get(k, k) for k in keys], [inputs.silhouette_by_key[k] for k in keys], color="#55A868"
+        )
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_xlabel("mean silhouette (higher: more distinct)")
+        charts["silhouette"] = figure_png(figure)
+
+    search = [row for row in inputs.k_search if row.get("silhouette") is not None]
+    if search:
+        figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        ks = [row["k"] for row in search]
+        for axis, metric, better in zip(
+            axes,
+            ("silhouette", "calinski_harabasz", "davies_bouldin"),
+            ("higher", "higher", "lower"),
+            strict=True,
+        ):
+            axis.plot(ks, [row[metric] for row in search], marker="o")
+            axis.axvline(inputs.params.get("k", ks[0]), color="grey", linestyle="--")
+            axis.set_title(f"{metric.replace('_', '-')} ({better} is better)", fontsize=9)
+            axis.set_xlabel("number of segments k")
+        charts["k_search"] = figure_png(figure)
+
+    if inputs.dendrogram is not None:
+        figure, axis = plt.subplots(figsize=(10, 4))
+        dendrogram(
+            np.asarray(inputs.dendrogram["linkage"]),
+            truncate_mode="lastp",
+            p=30,
+            ax=axis,
+            no_labels=True,
+            color_threshold=None,
+        )
+        axis.set_ylabel("merge distance")
+        charts["dendrogram"] = figure_png(figure)
+
+    if not inputs.migration.empty:
+        matrix = inputs.migration
+        figure, axis = plt.subplots(figsize=(1.0 * matrix.shape[1] + 3, 0.6 * matrix.shape[0] + 2))
+        axis.imshow(np.log1p(matrix.to_numpy()), cmap="Blues")
+        axis.set_xticks(
+            range(matrix.shape[1]),
+            [names.get(k, k) for k in matrix.columns],
+            rotation=40,
+            ha="right",
+            fontsize=7,
+        )
+        axis.set_yticks(range(matrix.shape[0]), [names.get(k, k) for k in matrix.index], fontsize=7)
+        for (i, j), value in np.ndenumerate(matrix.to_numpy()):
+            axis.text(j, i, f"{value:,}", ha="center", va="center", fontsize=7)
+        axis.set_xlabel("this run")
+        axis.set_ylabel("last publication")
+        charts["migration"] = figure_png(figure)
+    return charts
+
+
+def profile_rows(segments: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
+    """Median and lift of each numeric feature per segment, as table rows."""
+    features = sorted({f for stats in segments["features"] for f in stats})
+    rows = []
+    for segment in segments.sort_values("size", ascending=False).itertuples():
+        cells = {f: segment.features.get(f) for f in features}
+        rows.append({"name": segment.segment_name, "key": segment.segment_key, "cells": cells})
+    return features, rows
+
+
+TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Customer segments as of {{ i.as_of }}</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child, td.text { text-align: left; }
+.fail { color: #b00020; font-weight: bold; } .pass { color: #1b7f3b; }
+.lead { font-size: 1.1em; } img { max-width: 100%; }
+</style></head><body>
+<h1>Customer segments as of {{ i.as_of }}</h1>
+<p class="lead">{{ summary }}</p>
+<h2>The segments</h2>
+<table><tr><th>segment</th><th>customers</th><th>share</th><th>what sets it apart</th></tr>
+{% for s in segments %}<tr><td>{{ s.segment_name }}<br><small>{{ s.segment_key }}</small></td>
+<td>{{ "{:,}".format(s.size) }}</td><td>{{ "{:.1%}".format(s.share) }}</td>
+<td class="text">{{ s.description }}</td></tr>{% endfor %}</table>
+<img src="{{ charts.sizes }}" alt="segment sizes">
+<h2>Profiles: median (and lift against the whole base)</h2>
+<table><tr><th>segment</th>{% for f in features %}<th>{{ f }}</th>{% endfor %}</tr>
+{% for r in profile %}<tr><td>{{ r.name }}</td>{% for f in features %}<td>
+{% if r.cells[f] %}{{ "{:,.4g}".format(r.cells[f].median) }}
+<small>({{ "{:.2f}".format(r.cells[f].lift) }}x)</small>{% endif %}</td>{% endfor %}</tr>{% endfor %}</table>
+<h2>How the segments sit together</h2>
+<p>Each point is a customer (a random sample), placed by the two directions that spread the
+customers most. Segments that overlap here can still differ on other features.</p>
+<img src="{{ charts.projection }}" alt="2-D projection of the segments">
+{% if charts.get('silhouette') %}<h2>How distinct each segment is</h2>
+<p>Silhouette by segment: near 1, its customers are much closer to each other than to other
+segments; near 0 or below, the segment blurs into its neighbours.</p>
+<img src="{{ charts.silhouette }}" alt="silhouette by segment">{% endif %}
+{% if charts.get('migration') %}<h2>Movement since the last publication</h2>
+<p>Customers by their segment in the last publication (rows; "new": not in it) and in this one
+(columns; "left": no longer in the base).</p>
+<img src="{{ charts.migration }}" alt="migration matrix">{% endif %}
+<h2>Quality checks (the gate)</h2>
+<table><tr><th>rule</th><th>value</th><th>threshold</th><th>severity</th><th>result</th></tr>
+{% for c in i.gate_checks %}<tr><td>{{ c.rule }}</td>
+<td>{{ "n/a" if c.value is none else "{:.4g}".format(c.value) }}</td><td>{{ c.threshold }}</td>
+<td>{{ c.severity }}</td><td class="{{ 'pass' if c.passed else 'fail' }}">{{ 'pass' if c.passed else 'FAIL' }}
+</td></tr>{% endfor %}</table>
+<h2>How the number of segments was chosen</h2>
+<p>Algorithm <b>{{ i.algorithm }}</b> with {{ params }}. Silhouette {{ silhouette }}.</p>
+{% if charts.get('k_search') %}<img src="{{ charts.k_search }}" alt="k search">{% endif %}
+{% if charts.get('dendrogram') %}<h2>Dendrogram</h2>
+<p>How the hierarchical method merged customers into segments (top levels).</p>
+<img src="{{ charts.dendrogram }}" alt="dendrogram">{% endif %}
+<p><small>Run {{ i.run_id }} · {{ "{:,}".format(i.customers) }} customers ·
+{{ "{:,}".format(i.quarantined) }} input rows quarantined · generated by segflow</small></p>
+</body></html>
+"""
+)
+
+
+def summary_sentence(inputs: ReportInputs) -> str:
+    n = len(inputs.segments[inputs.segments["segment_key"] != NOISE_KEY])
+    largest = inputs.segments.sort_values("size", ascending=False).iloc[0]
+    verdict = {
+        "published": "It passed every quality check and is now the current segmentation.",
+        "published_override": "It failed a quality check but was published on an explicit override.",
+        "rejected": "It did not pass the quality checks, so it was NOT published: the previous "
+        "segmentation stays current. Failed: "
+        + "; ".join(c["message"] for c in inputs.gate_checks if not c["passed"])
+        + ".",
+    }[inputs.status]
+    return (
+        f"On {inputs.as_of}, segflow sorted {inputs.customers:,} customers into {n} segments. "
+        f"The largest is \u201c{largest.segment_name}\u201d ({largest.share:.0%} of customers). {verdict}"
+    )
+
+
+def render_report(inputs: ReportInputs) -> str:
+    features, profile = profile_rows(inputs.segments)
+    silhouette = inputs.scores.get("silhouette")
+    return TEMPLATE.render(
+        i=inputs,
+        summary=summary_sentence(inputs),
+        segments=inputs.segments.sort_values("size", ascending=False).to_dict("records"),
+        features=features,
+        profile=profile,
+        charts=plots(inputs),
+        params=", ".join(f"{k}={v}" for k, v in inputs.params.items()),
+        silhouette="n/a" if silhouette is None else f"{silhouette:.3f}",
+    )
+
+
+def write_report(html: str, folder: Path, as_of: date, run_id: str) -> Path:
+    """Write the page atomically as FOLDER/segments-<as_of>-<run_id>.html."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"segments-{as_of.isoformat()}-{run_id}.html"
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(html, encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def report_inputs(
+    run_id: str,
+    as_of: date,
+    status: str,
+    segmentation: Any,
+    gate_checks: list[dict[str, Any]],
+    segment_profiles: pd.DataFrame,
+    migration: pd.DataFrame,
+    keys: dict[int, str],
+    matrix: np.ndarray,
+    quarantined: int,
+) -> ReportInputs:
+    """Gather the aggregates of a run (its segment_profiles rows, scores, gate) for the page."""
+    segments = segment_profiles[["segment_key", "segment_name", "description", "size", "share"]].assign(
+        features=[json.loads(f) for f in segment_profiles["features"]]
+    )
+    row_keys = pd.Series(segmentation.labels).map(keys).to_numpy()
+    projection, projection_keys, silhouette = projection_and_silhouette(matrix, row_keys, seed=0)
+    return ReportInputs(
+        run_id=run_id,
+        as_of=as_of,
+        status=status,
+        algorithm=segmentation.algorithm,
+        params=segmentation.params,
+        scores=segmentation.scores,
+        k_search=segmentation.k_search,
+        gate_checks=gate_checks,
+        segments=segments,
+        migration=migration,
+        projection=projection,
+        projection_keys=projection_keys,
+        silhouette_by_key=silhouette,
+        dendrogram=segmentation.dendrogram,
+        customers=int(segments["size"].sum()),
+        quarantined=quarantined,
+    )
+
+
+@task(name="report")
+def report_task(inputs: ReportInputs, folder: Path | None) -> Path | None:
+    if folder is None:
+        return None
+    path = write_report(render_report(inputs), folder, inputs.as_of, inputs.run_id)
+    verdict = {
+        "published": "published",
+        "published_override": "published on override",
+        "rejected": "rejected by the gate",
+    }[inputs.status]
+    lines = [
+        f"# Segmentation {inputs.as_of}: {verdict}",
+        "",
+        f"Report: [{path.name}]({path.resolve().as_uri()})",
+        "",
+        "| segment | key | customers | share |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| {s.segment_name} | {s.segment_key} | {s.size:,} | {s.share:.1%} |"
+            for s in inputs.segments.sort_values("size", ascending=False).itertuples()
+        ],
+        "",
+        "Gate: "
+        + ("; ".join(c["message"] for c in inputs.gate_checks if not c["passed"]) or "all checks passed"),
+    ]
+    create_markdown_artifact(
+        markdown="\n".join(lines), key="segmentation-report", description=f"segflow run {inputs.run_id}"
+    )
+    get_run_logger().info("report: %s", path)
+    return path
