@@ -49,17 +49,22 @@ def rfm_name(stats: dict[str, dict[str, float]], overall_median: dict[str, float
     frequency = stats["frequency"]["median"]
     if frequency == 0:
         return "Never purchased"
-    recency_ratio = stats["recency_days"]["median"] / max(overall_median["recency_days"], 1.0)
-    if "tenure_days" in stats and stats["tenure_days"]["median"] <= 0.25 * overall_median["tenure_days"]:
-        recency = "New"
+    recency = stats["recency_days"]["median"]
+    recency_ratio = recency / max(overall_median["recency_days"], 1.0)
+    tenure = stats.get("tenure_days", {}).get("median")
+    purchase_cycle = tenure / frequency if tenure is not None else None
+    if tenure is not None and tenure <= 0.25 * overall_median["tenure_days"]:
+        word = "New"
+    elif purchase_cycle is not None and frequency > 1 and recency > 3 * purchase_cycle:
+        word = "At-risk"  # bought regularly, then stopped for three of their usual intervals
     elif recency_ratio <= 0.5:
-        recency = "Recent"
+        word = "Recent"
     elif recency_ratio >= 2.5:
-        recency = "Lapsed"
+        word = "Lapsed"
     elif recency_ratio >= 1.4:
-        recency = "Cooling"
+        word = "Cooling"
     else:
-        recency = "Active"
+        word = "Active"
     if frequency <= 1:
         habit = "one-time"
     elif stats["frequency"]["lift"] >= 1.4:
@@ -74,7 +79,7 @@ def rfm_name(stats: dict[str, dict[str, float]], overall_median: dict[str, float
         value = "bargain hunters"
     else:
         value = "buyers"
-    return f"{recency} {habit} {value}"
+    return f"{word} {habit} {value}"
 
 
 def lift_name(stats: dict[str, dict[str, float]]) -> str:

@@ -186,14 +186,14 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; }
-th:first-child, td:first-child, td.text { text-align: left; }
+th:first-child, td:first-child, .text { text-align: left; }
 .fail { color: #b00020; font-weight: bold; } .pass { color: #1b7f3b; }
 .lead { font-size: 1.1em; } img { max-width: 100%; }
 </style></head><body>
 <h1>Customer segments as of {{ i.as_of }}</h1>
 <p class="lead">{{ summary }}</p>
 <h2>The segments</h2>
-<table><tr><th>segment</th><th>customers</th><th>share</th><th>what sets it apart</th></tr>
+<table><tr><th>segment</th><th>customers</th><th>share</th><th class="text">what sets it apart</th></tr>
 {% for s in segments %}<tr><td>{{ s.segment_name }}<br><small>{{ s.segment_key }}</small></td>
 <td>{{ "{:,}".format(s.size) }}</td><td>{{ "{:.1%}".format(s.share) }}</td>
 <td class="text">{{ s.description }}</td></tr>{% endfor %}</table>

@@ -1,0 +1,50 @@
+"""Segment profiles and names derived from them."""
+
+import numpy as np
+import pandas as pd
+
+from segflow.tasks.profile import NOISE_NAME, profile_segments
+
+
+def test_profiles_name_rfm_segments_and_stay_unique():
+    rng = np.random.default_rng(0)
+    groups = {  # size, recency_days, frequency, monetary, avg_order_value, tenure_days
+        "champions": (300, 5, 40, 8000, 200, 600),
+        "at_risk": (150, 300, 9, 1000, 110, 650),
+        "lapsed": (150, 600, 1, 40, 40, 700),
+        "new": (200, 10, 1, 70, 70, 20),
+        "never": (50, 700, 0, 0, 0, 700),
+        "regulars": (300, 30, 10, 900, 90, 500),
+    }
+    frames = []
+    for label, (n, recency, frequency, monetary, basket, tenure) in enumerate(groups.values()):
+        frames.append(
+            pd.DataFrame(
+                {
+                    "recency_days": rng.normal(recency, 2, n).clip(0),
+                    "frequency": np.full(n, frequency),
+                    "monetary": rng.normal(monetary, 5, n).clip(0),
+                    "avg_order_value": np.full(n, basket),
+                    "tenure_days": rng.normal(tenure, 2, n).clip(0),
+                    "channel": rng.choice(["web", "app"], n),
+                    "label": label,
+                }
+            )
+        )
+    readable = pd.concat(frames, ignore_index=True)
+    labels = readable.pop("label").to_numpy().copy()
+    labels[:5] = -1
+    numeric = ["recency_days", "frequency", "monetary", "avg_order_value", "tenure_days"]
+    profiles = profile_segments(readable, labels, numeric, ["channel"]).set_index("label")
+
+    assert profiles.loc[-1, "name"] == NOISE_NAME
+    assert profiles.loc[0, "name"] == "Recent frequent high spenders"
+    assert profiles.loc[1, "name"].startswith("At-risk")
+    assert profiles.loc[2, "name"] == "Lapsed one-time buyers"
+    assert profiles.loc[3, "name"] == "New one-time buyers"
+    assert profiles.loc[4, "name"] == "Never purchased"
+    assert profiles.loc[5, "name"] == "Active occasional buyers"
+    assert profiles["name"].is_unique
+    assert profiles["size"].sum() == len(labels)
+    assert profiles.loc[0, "features"]["frequency"]["median"] == 40
+    assert set(profiles.loc[0, "top_categories"]["channel"]) <= {"web", "app"}
