@@ -52,7 +52,9 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         sources = {name: ingest_task(name, source) for name, source in config.sources.configured()}
         ledger.note_sources(sources, config.sources.id_columns())
 
-        checked = quality_task(sources, config.sources)
+        checked = quality_task(
+            sources, config.sources, ledger.folder_in(config.publish.reports, "validation")
+        )
         ledger.note_quality(checked.contract_versions, checked.quarantine)
         if checked.blocking:
             stop(stores, ledger, "failed_contract", ContractViolation(checked.message))

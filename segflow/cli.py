@@ -40,7 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set clustering.algorithm=hdbscan",
     )
+    docs = commands.add_parser(
+        "data-docs", help="build Great Expectations Data Docs from a run's validation results"
+    )
+    docs.add_argument("results", type=Path, help="a run's validation-<as_of>-<run_id> folder")
+    docs.add_argument("--out", type=Path, default=None, help="site folder (default: RESULTS/data_docs)")
     return parser
+
+
+def data_docs_command(arguments: argparse.Namespace) -> int:
+    files = sorted(arguments.results.glob("validation_*.json"))
+    if not files:
+        print(f"segflow: no validation_*.json files in {arguments.results}", file=sys.stderr)
+        return 2
+    from segflow.tasks.quality import build_data_docs
+
+    index = build_data_docs(files, arguments.out or arguments.results / "data_docs")
+    print(f"segflow: Data Docs at {index} (its pages load their styles from public CDNs)")
+    return 0
 
 
 def load_run_config(config_path: Path | None, overrides: list[str]) -> SegflowConfig:
@@ -89,9 +106,8 @@ def run_command(arguments: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    if arguments.command == "run":
-        return run_command(arguments)
-    return 2
+    commands = {"run": run_command, "data-docs": data_docs_command}
+    return commands[arguments.command](arguments)
 
 
 if __name__ == "__main__":

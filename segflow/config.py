@@ -115,12 +115,14 @@ class ClusteringConfig(StrictModel):
     # distance matrix of 20k rows is 3.2 GB, hence the ceiling)
     fit_sample_size: int = Field(5_000, ge=100, le=20_000)
     # absolute silhouette margin: the smallest k (or simplest algorithm) within it of the best wins
-    score_margin: float = Field(0.02, ge=0.0, le=1.0)
+    score_margin: float = Field(0.01, ge=0.0, le=1.0)
     auto_candidates: tuple[str, ...] = ("kmeans", "agglomerative", "hdbscan")
     # a density result leaving more than this share of rows as noise cannot win auto
     max_noise_share: float = Field(0.3, ge=0.0, le=1.0)
-    # kmeans switches to MiniBatchKMeans above this many rows
-    mini_batch_above: int = Field(500_000, ge=1_000)
+    # kmeans switches to MiniBatchKMeans above this many rows. The full-data fit starts from the
+    # sample's centres, so Lloyd converges in 2-3 passes (0.2-0.4 s at 1M x 10); MiniBatchKMeans'
+    # stopping rule took 20-635 steps (0.2-5.4 s) there depending on the seed, hence the high default.
+    mini_batch_above: int = Field(5_000_000, ge=1_000)
     linkage: Literal["ward", "complete", "average", "single"] = "ward"
     birch_threshold: float | None = Field(None, gt=0.0)
     # CLARA (`clarans`): FasterPAM on this many draws of this many rows from the fit sample

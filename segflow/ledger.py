@@ -7,6 +7,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -68,6 +69,10 @@ class RunLedger:
         self.id_type = pa.Array.from_pandas(sources[first][id_columns[first]].head(1)).type
         if pa.types.is_large_string(self.id_type) or pa.types.is_null(self.id_type):
             self.id_type = pa.string()
+
+    def folder_in(self, reports: Path | None, kind: str) -> Path | None:
+        """This run's own folder of `kind` files under the reports folder, if there is one."""
+        return None if reports is None else Path(reports) / f"{kind}-{self.as_of.isoformat()}-{self.run_id}"
 
     def note_quality(self, contract_versions: dict[str, str], quarantine: pd.DataFrame) -> None:
         self.contract_versions = dict(contract_versions)

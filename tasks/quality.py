@@ -453,11 +453,17 @@ def raise_on_blocking(reports: list[QualityReport]) -> None:
 
 
 @task(name="quality", cache_policy=NO_CACHE)
-def quality_task(sources: dict[str, pd.DataFrame], config: SourcesConfig) -> SourcesCheck:
-    """The quality stage: check every source, log failed rules, one artifact per source."""
+def quality_task(
+    sources: dict[str, pd.DataFrame], config: SourcesConfig, results_folder: Path | None = None
+) -> SourcesCheck:
+    """The quality stage: check every source, log failed rules, one artifact per source, and the
+    validation results as files in results_folder (when given)."""
     checked = check_sources(sources, config)
     for report in checked.reports.values():
         _log_and_summarise(report)
+    if results_folder is not None and checked.reports:
+        written = write_validation_results(checked, results_folder)
+        get_run_logger().info("quality: validation results in %s", ", ".join(map(str, written)))
     return checked
 
 

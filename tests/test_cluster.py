@@ -208,8 +208,8 @@ def candidate(name: str, silhouette: float, noise_share: float = 0.0) -> Candida
 
 
 def test_auto_prefers_the_simplest_close_candidate_and_rejects_noisy_ones():
-    config = ClusteringConfig()
-    close = [candidate("hdbscan", 0.71), candidate("agglomerative", 0.70), candidate("kmeans", 0.695)]
+    config = ClusteringConfig()  # score_margin 0.01
+    close = [candidate("hdbscan", 0.705), candidate("agglomerative", 0.70), candidate("kmeans", 0.698)]
     assert choose_candidate(close, config).algorithm.name == "kmeans"
     noisy = [candidate("hdbscan", 0.90, noise_share=0.45), candidate("kmeans", 0.60)]
     assert choose_candidate(noisy, config).algorithm.name == "kmeans"
@@ -366,3 +366,12 @@ def test_cluster_task_logs_and_publishes_the_leaderboard(monkeypatch):
     assert published["key"] == "clustering-leaderboard"
     assert [row["algorithm"] for row in published["table"]] == list(ClusteringConfig().auto_candidates)
     assert segmentation.algorithm in ClusteringConfig().auto_candidates
+
+
+def test_kmeans_refits_all_rows_from_the_sample_centres_with_mini_batches_when_large():
+    features, planted = customers()
+    config = ClusteringConfig(algorithm="kmeans", k=(6, 6), fit_sample_size=800, mini_batch_above=1_000)
+    segmentation = fit_segmentation(features, config)
+    assert segmentation.params == {"k": 6, "estimator": "MiniBatchKMeans"}
+    assert adjusted_rand_score(planted, segmentation.labels) >= 0.9
+    assert np.array_equal(assign_segments(segmentation, features), segmentation.labels)
