@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -161,13 +163,19 @@ class DuckDBStore:
         connection.unregister("staged_rows")
 
 
-class PostgresStore:
-    """A PostgreSQL schema: rows bulk-loaded with ADBC, then swapped in by one transaction."""
+LOCK_NOT_AVAILABLE = "55P03"
 
-    def __init__(self, uri: str, schema: str, lock_timeout_seconds: int = 30):
+
+class PostgresStore:
+    """A PostgreSQL schema: rows bulk-loaded with ADBC into staging tables (committed), then
+    swapped in by one short transaction. The swap waits at most `lock_timeout_seconds` for readers
+    at a time and is retried, so a long-running reader delays the publication but never breaks it."""
+
+    def __init__(self, uri: str, schema: str, lock_timeout_seconds: float = 5, swap_attempts: int = 60):
         self.uri = uri
         self.schema = schema
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.swap_attempts = swap_attempts
 
     def describe(self) -> str:
         return f"PostgreSQL {redact_uri(self.uri)} (schema {self.schema})"
@@ -209,39 +217,80 @@ class PostgresStore:
             )
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
+        token = uuid.uuid4().hex[:10]
+        staged = {write.name: f"_stage_{token}_{write.name}" for write in writes}
+        try:
+            self._stage(writes, staged)
+            self._swap_with_retries(as_of, writes, staged)
+        finally:
+            self._drop_tables(staged.values())
+
+    def _stage(self, writes: list[TableWrite], staged: dict[str, str]) -> None:
+        """Create and bulk-load one staging table per write; readers never look at them."""
+        with self._connect() as connection, connection.cursor() as cursor:
+            cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            cursor.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE '\\_stage\\_%'",
+                parameters=(self.schema,),
+            )
+            for (abandoned,) in cursor.fetchall():  # left by a killed run
+                cursor.execute(f"DROP TABLE IF EXISTS {self._name(abandoned)}")
+            for write in writes:
+                spec = TABLES[write.name]
+                key = spec.primary_key if write.replace == "all" else ()
+                cursor.execute(
+                    create_table_sql(
+                        self._name(staged[write.name]), write.rows.schema, key, "postgres", False
+                    )
+                )
+                cursor.adbc_ingest(staged[write.name], write.rows, mode="append", db_schema_name=self.schema)
+            connection.commit()
+
+    def _swap_with_retries(self, as_of: date, writes: list[TableWrite], staged: dict[str, str]) -> None:
+        import adbc_driver_manager
+
+        for attempt in range(1, self.swap_attempts + 1):
+            try:
+                return self._swap(as_of, writes, staged)
+            except adbc_driver_manager.Error as error:
+                if getattr(error, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == self.swap_attempts:
+                    raise
+                time.sleep(min(0.5 * attempt, 5.0))  # a reader holds the table: wait for it
+
+    def _swap(self, as_of: date, writes: list[TableWrite], staged: dict[str, str]) -> None:
+        """One transaction: every table of the publication changes at once, or none does."""
         with self._connect() as connection, connection.cursor() as cursor:
             try:
-                cursor.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_seconds)}s'")
-                cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                cursor.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_seconds * 1000)}ms'")
                 for write in writes:
-                    self._write(cursor, as_of, write)
+                    self._swap_table(cursor, as_of, write, staged[write.name])
                 connection.commit()
             except Exception:
                 connection.rollback()
                 raise
 
-    def _write(self, cursor, as_of: date, write: TableWrite) -> None:
+    def _swap_table(self, cursor, as_of: date, write: TableWrite, staging: str) -> None:
         spec = TABLES[write.name]
         target = self._name(write.name)
         if write.replace == "all":
-            fresh = f"{write.name}__new"
-            cursor.execute(f"DROP TABLE IF EXISTS {self._name(fresh)}")
-            cursor.execute(
-                create_table_sql(self._name(fresh), write.rows.schema, spec.primary_key, "postgres", False)
-            )
-            cursor.adbc_ingest(fresh, write.rows, mode="append", db_schema_name=self.schema)
             cursor.execute(f"DROP TABLE IF EXISTS {target}")
-            cursor.execute(f'ALTER TABLE {self._name(fresh)} RENAME TO "{write.name}"')
+            cursor.execute(f'ALTER TABLE {self._name(staging)} RENAME TO "{write.name}"')
             if spec.primary_key:
-                cursor.execute(f'ALTER INDEX "{self.schema}"."{fresh}_pkey" RENAME TO "{write.name}_pkey"')
+                cursor.execute(f'ALTER INDEX "{self.schema}"."{staging}_pkey" RENAME TO "{write.name}_pkey"')
         else:
-            staging = f"staged_{write.name}"
             cursor.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "postgres", True))
-            cursor.execute(f'DROP TABLE IF EXISTS pg_temp."{staging}"')
-            cursor.adbc_ingest(staging, write.rows, mode="create", temporary=True)
             cursor.execute(delete_sql(target, write.replace, "$1"), parameters=(as_of,))
-            cursor.execute(f'INSERT INTO {target} SELECT * FROM pg_temp."{staging}"')
-            cursor.execute(f'DROP TABLE pg_temp."{staging}"')
+            cursor.execute(f"INSERT INTO {target} SELECT * FROM {self._name(staging)}")
+
+    def _drop_tables(self, names) -> None:
+        """Drop what is left of the staging tables (the swapped-in ones are already renamed)."""
+        try:
+            with self._connect() as connection, connection.cursor() as cursor:
+                for name in names:
+                    cursor.execute(f"DROP TABLE IF EXISTS {self._name(name)}")
+                connection.commit()
+        except Exception:  # the next publication drops abandoned staging tables anyway
+            pass
 
 
 def open_stores(publish: PublishConfig) -> list[PublicationStore]:
