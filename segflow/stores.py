@@ -228,7 +228,10 @@ class PostgresStore:
     def _stage(self, writes: list[TableWrite], staged: dict[str, str]) -> None:
         """Create and bulk-load one staging table per write; readers never look at them."""
         with self._connect() as connection, connection.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            # only when missing: a publisher role that owns its schema may not create schemas
+            cursor.execute("SELECT count(*) FROM pg_namespace WHERE nspname = $1", parameters=(self.schema,))
+            if cursor.fetchone()[0] == 0:
+                cursor.execute(f'CREATE SCHEMA "{self.schema}"')
             cursor.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE '\\_stage\\_%'",
                 parameters=(self.schema,),
