@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -11,24 +10,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segflow.errors import ConfigError
-
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+from segflow.uris import check_identifier, without_inline_password
 
 
 class StrictModel(BaseModel):
     """A config section: unknown keys are errors, values are checked on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
-
-
-def check_identifier(name: str, what: str) -> str:
-    """Accept only plain SQL identifiers (letters, digits, underscore; at most 63 bytes)."""
-    if not IDENTIFIER.match(name):
-        raise ValueError(
-            f"{what} {name!r} is not a plain identifier: use letters, digits and '_', "
-            "start with a letter or '_', at most 63 characters"
-        )
-    return name
 
 
 class SourceConfig(StrictModel):
@@ -38,6 +26,12 @@ class SourceConfig(StrictModel):
     contract: Path | None = None
     id_column: str = Field("customer_id", min_length=1)
     encoding: str = Field("utf-8", min_length=1)  # of CSV files, e.g. latin-1, utf-16
+    password_secret: str | None = None  # name of a Prefect Secret block holding the PostgreSQL password
+
+    @field_validator("uri")
+    @classmethod
+    def _no_password(cls, uri: str) -> str:
+        return without_inline_password(uri, "uri")
 
     @field_validator("encoding")
     @classmethod
@@ -188,6 +182,7 @@ class PublishConfig(StrictModel):
     warehouse: str | None = "duckdb:///segflow_output/warehouse.duckdb"
     schema_name: str = Field("segments", alias="schema")
     reports: Path | None = Path("segflow_output/reports")  # one HTML report per run
+    password_secret: str | None = None  # name of a Prefect Secret block holding the warehouse password
 
     @field_validator("schema_name")
     @classmethod
@@ -199,7 +194,7 @@ class PublishConfig(StrictModel):
     def _known_warehouse(cls, uri: str | None) -> str | None:
         if uri is not None and not uri.startswith(("duckdb://", "postgresql://", "postgres://")):
             raise ValueError("warehouse must be a duckdb:///PATH or postgresql://... URI")
-        return uri
+        return None if uri is None else without_inline_password(uri, "warehouse")
 
     @model_validator(mode="after")
     def _somewhere(self) -> PublishConfig:

@@ -12,15 +12,17 @@ import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
 
 from segflow.errors import ConfigError, SourceError
-from segflow.uris import duckdb_path, redact_uri, table_query_parameter
+from segflow.uris import duckdb_path, redact_uri, table_query_parameter, with_secret_password
 
 
-def read_source(source: str, uri: str, encoding: str = "utf-8") -> pa.Table:
+def read_source(
+    source: str, uri: str, encoding: str = "utf-8", password_secret: str | None = None
+) -> pa.Table:
     """Read one source completely; any failure becomes a SourceError naming the source."""
     if uri.startswith("duckdb://"):
         table = _read_duckdb(source, uri)
     elif uri.startswith(("postgresql://", "postgres://")):
-        table = _read_postgres(source, uri)
+        table = _read_postgres(source, uri, password_secret)
     elif uri.lower().endswith((".parquet", ".pq")) or Path(uri).is_dir():
         table = _read_parquet(source, uri)
     elif uri.lower().endswith((".csv", ".csv.gz", ".tsv", ".txt")):
@@ -103,13 +105,16 @@ def _read_duckdb(source: str, uri: str) -> pa.Table:
         raise SourceError(f"source '{source}': cannot read {table} from {path} ({error})") from error
 
 
-def _read_postgres(source: str, uri: str) -> pa.Table:
+def _read_postgres(source: str, uri: str, password_secret: str | None) -> pa.Table:
     import adbc_driver_manager
     import adbc_driver_postgresql.dbapi as adbc
 
     connection_uri, table = table_query_parameter(uri, source)
     try:
-        with adbc.connect(connection_uri) as connection, connection.cursor() as cursor:
+        with (
+            adbc.connect(with_secret_password(connection_uri, password_secret)) as connection,
+            connection.cursor() as cursor,
+        ):
             cursor.execute(f"SELECT * FROM {table}")
             return cursor.fetch_arrow_table()
     except adbc_driver_manager.Error as error:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from segflow.config import PublishConfig
 from segflow.errors import PublishError
 from segflow.tables import TABLES
-from segflow.uris import duckdb_path, redact_uri
+from segflow.uris import duckdb_path, redact_uri, with_secret_password
 
 Replace = Literal["all", "as_of", "as_of_not_published"]
 
@@ -171,8 +171,16 @@ class PostgresStore:
     swapped in by one short transaction. The swap waits at most `lock_timeout_seconds` for readers
     at a time and is retried, so a long-running reader delays the publication but never breaks it."""
 
-    def __init__(self, uri: str, schema: str, lock_timeout_seconds: float = 5, swap_attempts: int = 60):
+    def __init__(
+        self,
+        uri: str,
+        schema: str,
+        lock_timeout_seconds: float = 5,
+        swap_attempts: int = 60,
+        password_secret: str | None = None,
+    ):
         self.uri = uri
+        self.password_secret = password_secret
         self.schema = schema
         self.lock_timeout_seconds = lock_timeout_seconds
         self.swap_attempts = swap_attempts
@@ -186,11 +194,12 @@ class PostgresStore:
     def _connect(self):
         import adbc_driver_postgresql.dbapi as adbc
 
+        uri = with_secret_password(self.uri, self.password_secret)
         try:
-            return adbc.connect(self.uri)
+            return adbc.connect(uri)
         except Exception as error:
             raise PublishError(
-                f"cannot connect to {redact_uri(self.uri)}: {str(error).replace(self.uri, '***')}"
+                f"cannot connect to {redact_uri(self.uri)}: {str(error).replace(uri, '***')}"
             ) from error
 
     def read_state(self, as_of: date) -> StoredState:
@@ -305,7 +314,9 @@ def open_stores(publish: PublishConfig) -> list[PublicationStore]:
         if publish.warehouse.startswith("duckdb://"):
             stores.append(DuckDBStore(duckdb_path(publish.warehouse), publish.schema_name))
         else:
-            stores.append(PostgresStore(publish.warehouse, publish.schema_name))
+            stores.append(
+                PostgresStore(publish.warehouse, publish.schema_name, password_secret=publish.password_secret)
+            )
     if publish.parquet is not None:
         stores.append(ParquetStore(Path(publish.parquet)))
     return stores

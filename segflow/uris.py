@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from segflow.config import check_identifier
 from segflow.errors import ConfigError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Accept only plain SQL identifiers (letters, digits, underscore; at most 63 bytes)."""
+    if not IDENTIFIER.match(name):
+        raise ValueError(
+            f"{what} {name!r} is not a plain identifier: use letters, digits and '_', "
+            "start with a letter or '_', at most 63 characters"
+        )
+    return name
 
 
 def redact_uri(uri: str) -> str:
@@ -43,3 +55,26 @@ def duckdb_path(uri: str) -> str:
     if not path:
         raise ConfigError(f"{uri!r} names no DuckDB file: use duckdb:///PATH")
     return path
+
+
+def without_inline_password(uri: str, key: str) -> str:
+    """Refuse a connection URI that carries its password: secrets never go in the config."""
+    if urlsplit(uri).password is not None:
+        raise ValueError(
+            f"{key} holds a password: take it out of the URI and use PGPASSWORD, ~/.pgpass or "
+            "password_secret (a Prefect Secret block)"
+        )
+    return uri
+
+
+def with_secret_password(uri: str, secret_block: str | None) -> str:
+    """The URI with the password of a Prefect Secret block filled in (never logged or stored)."""
+    if secret_block is None:
+        return uri
+    from prefect.blocks.system import Secret
+
+    password = Secret.load(secret_block).get()
+    parts = urlsplit(uri)
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))

@@ -15,7 +15,7 @@ from segflow.uris import redact_uri
 
 def load_source(name: str, source: SourceConfig) -> pd.DataFrame:
     """Read a source and check that its id column is there."""
-    table = read_source(name, source.uri, source.encoding).to_pandas()
+    table = read_source(name, source.uri, source.encoding, source.password_secret).to_pandas()
     if source.id_column not in table.columns:
         raise SourceError(
             f"source '{name}' ({redact_uri(source.uri)}): id column '{source.id_column}' "

@@ -121,13 +121,16 @@ def test_bad_matrices_are_rejected_with_the_position():
 #   then rest-minus-splinter averages: b 22/3-2 = 5.33 > 0 moves; next c -1, d -6, e -4.5 stop.
 #   Split 1 at diameter 10: {a,b} | {c,d,e}. {c,d,e} (diameter 5) splits next: c averages 4.5,
 #   d 3.5, e 4 -> c splinters; d: 3-4 < 0, e: 3-5 < 0 stop -> {c} | {d,e}. Then {d,e} at 3, {a,b} at 2.
-FIVE_OBJECTS = np.array([
-    [0, 2, 6, 10, 9],
-    [2, 0, 5, 9, 8],
-    [6, 5, 0, 4, 5],
-    [10, 9, 4, 0, 3],
-    [9, 8, 5, 3, 0],
-], dtype=float)
+FIVE_OBJECTS = np.array(
+    [
+        [0, 2, 6, 10, 9],
+        [2, 0, 5, 9, 8],
+        [6, 5, 0, 4, 5],
+        [10, 9, 4, 0, 3],
+        [9, 8, 5, 3, 0],
+    ],
+    dtype=float,
+)
 
 
 def partition(labels) -> set[frozenset[int]]:
@@ -140,7 +143,10 @@ def test_diana_matches_the_hand_worked_example():
     assert partition(hierarchy.labels(2)) == {frozenset({a, b}), frozenset({c, d, e})}
     assert partition(hierarchy.labels(3)) == {frozenset({a, b}), frozenset({c}), frozenset({d, e})}
     assert partition(hierarchy.labels(4)) == {
-        frozenset({a, b}), frozenset({c}), frozenset({d}), frozenset({e})
+        frozenset({a, b}),
+        frozenset({c}),
+        frozenset({d}),
+        frozenset({e}),
     }
     assert len(partition(hierarchy.labels(5))) == 5
     assert [split.diameter for split in hierarchy.splits] == [10.0, 5.0, 3.0, 2.0]
@@ -223,10 +229,12 @@ def test_vectorised_hdbscan_prediction_matches_the_library(data):
     clusterer = hdbscan.HDBSCAN(min_cluster_size=15, min_samples=4, prediction_data=True)
     clusterer.fit(features[::2])
     rng = np.random.default_rng(0)
-    new_rows = np.vstack([
-        features[1::2] + rng.normal(scale=0.05, size=features[1::2].shape),
-        rng.uniform(features.min() - 1, features.max() + 1, size=(200, features.shape[1])),
-    ])
+    new_rows = np.vstack(
+        [
+            features[1::2] + rng.normal(scale=0.05, size=features[1::2].shape),
+            rng.uniform(features.min() - 1, features.max() + 1, size=(200, features.shape[1])),
+        ]
+    )
     expected, _ = hdbscan.approximate_predict(clusterer, new_rows)
     assert len(np.unique(expected)) > 2
     assert np.array_equal(HdbscanApproximatePredict(clusterer)(new_rows), expected)
@@ -267,8 +275,11 @@ def test_density_methods_find_shapes_and_label_noise(algorithm, shape):
 @pytest.mark.parametrize("algorithm", ["kmeans", "auto"])
 def test_the_true_k_is_chosen_on_well_separated_blobs(algorithm):
     features, planted = make_blobs(
-        n_samples=[500, 400, 300, 200, 150], n_features=5, cluster_std=1.0,
-        center_box=(-25, 25), random_state=11,
+        n_samples=[500, 400, 300, 200, 150],
+        n_features=5,
+        cluster_std=1.0,
+        center_box=(-25, 25),
+        random_state=11,
     )
     features = StandardScaler().fit_transform(features)
     segmentation = fit_segmentation(features, ClusteringConfig(algorithm=algorithm))
@@ -336,16 +347,25 @@ def test_sampling_is_recorded_when_rows_exceed_the_fit_sample(algorithm):
     else:
         assert sampling["fit_sample"] is None and sampling["assigned_by"] is None
     assert sampling["search_sample"] == (600 if ALGORITHMS[algorithm].takes_k else None)
-    json.dumps([segmentation.params, segmentation.scores, segmentation.k_search, segmentation.sampling,
-                segmentation.leaderboard, segmentation.dendrogram])
+    json.dumps(
+        [
+            segmentation.params,
+            segmentation.scores,
+            segmentation.k_search,
+            segmentation.sampling,
+            segmentation.leaderboard,
+            segmentation.dendrogram,
+        ]
+    )
 
 
 def test_medoids_are_exemplars_and_hierarchies_keep_a_dendrogram():
     features, _ = customers()
     config = ClusteringConfig(algorithm="kmedoids", k=(6, 6), fit_sample_size=1_000)
     medoids = fit_segmentation(features, config)
-    np.testing.assert_array_equal(features[medoids.exemplars], medoids.model.rule.centres[
-        np.argsort(medoids.model.segment_of)])
+    np.testing.assert_array_equal(
+        features[medoids.exemplars], medoids.model.rule.centres[np.argsort(medoids.model.segment_of)]
+    )
     assert medoids.dendrogram is None
     for algorithm in ("agglomerative", "diana"):
         segmentation = fit_segmentation(features, config.model_copy(update={"algorithm": algorithm}))

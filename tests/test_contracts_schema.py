@@ -18,9 +18,7 @@ CONTRACTS = sorted((Path(__file__).parents[1] / "data_contracts").glob("*.yaml")
 
 @pytest.fixture(scope="module")
 def odcs_validator():
-    schema = json.loads(
-        resources.files("open_data_contract_standard").joinpath("schema.json").read_text()
-    )
+    schema = json.loads(resources.files("open_data_contract_standard").joinpath("schema.json").read_text())
     return jsonschema.validators.validator_for(schema)(schema)
 
 

@@ -184,12 +184,14 @@ def test_a_snapshot_breaking_the_output_contract_is_not_published(tmp_path):
     path = tmp_path / "customers.parquet"
     customers.to_parquet(path)
     warehouse = tmp_path / "w.duckdb"
-    config = build_config({
-        "sources": {"customers": {"uri": str(path), "id_column": "id"}},
-        "clustering": {"algorithm": "kmeans", "k": [2, 3]},
-        "gate": {"min_silhouette": 0.0},
-        "publish": {"warehouse": f"duckdb:///{warehouse}", "parquet": None},
-    })
+    config = build_config(
+        {
+            "sources": {"customers": {"uri": str(path), "id_column": "id"}},
+            "clustering": {"algorithm": "kmeans", "k": [2, 3]},
+            "gate": {"min_silhouette": 0.0},
+            "publish": {"warehouse": f"duckdb:///{warehouse}", "parquet": None},
+        }
+    )
     with pytest.raises(ContractViolation, match="customer_segments.*customer_id"):
         segmentation_flow(config=config, as_of=AS_OF)
     with duckdb.connect(str(warehouse), read_only=True) as connection:

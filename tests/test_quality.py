@@ -59,9 +59,7 @@ def transactions(n: int = 20) -> pd.DataFrame:
 
 def failed(report: QualityReport) -> dict[str, tuple[str | None, str, int]]:
     """Failed rules as {rule: (column, severity, failing rows)}."""
-    return {
-        o.rule: (o.column, o.severity, o.unexpected_count) for o in report.outcomes if not o.success
-    }
+    return {o.rule: (o.column, o.severity, o.unexpected_count) for o in report.outcomes if not o.success}
 
 
 def quarantined(report: QualityReport, rule: str) -> list[int]:
@@ -173,8 +171,7 @@ def test_text_in_an_integer_column_fails_the_type_rule_naming_the_column():
     assert failed(report) == {"age is integer": ("age", "critical", 2)}
     assert quarantined(report, "age is integer") == [1, 2]
     assert report.blocking[0].message == (
-        "source 'customers', column 'age', rule 'age is integer' (critical): "
-        f"2 of 5 rows fail [{CUSTOMERS}]"
+        f"source 'customers', column 'age', rule 'age is integer' (critical): 2 of 5 rows fail [{CUSTOMERS}]"
     )
     assert report.passed_rows["customer_id"].tolist() == ["C0000001", "C0000004", "C0000005"]
     assert report.passed_rows["age"].tolist() == [30, None, "42"]
@@ -491,9 +488,7 @@ def test_custom_rule_with_wrong_arguments_is_a_config_error(tmp_path):
         "engine": "greatExpectations",
         "implementation": "type: expect_column_values_to_be_between\nkwargs: {mostly: 7}",
     }
-    contract = write_contract(
-        tmp_path, [{"name": "size", "logicalType": "number", "quality": [custom]}]
-    )
+    contract = write_contract(tmp_path, [{"name": "size", "logicalType": "number", "quality": [custom]}])
     expected = "rule 'size expect_column_values_to_be_between': Great Expectations rejects"
     with pytest.raises(ConfigError, match=expected):
         check_table(pd.DataFrame({"size": [1.0]}), contract, "things")
@@ -590,9 +585,7 @@ def test_validation_result_holds_severities_and_counts_but_no_row_values():
     assert "jane.doe" not in text
     results = report.validation_result["results"]
     email_pattern = "^[^@ ]+@[^@ ]+[.][^@ ]+$"
-    (email,) = [
-        r for r in results if r["expectation_config"]["kwargs"].get("regex") == email_pattern
-    ]
+    (email,) = [r for r in results if r["expectation_config"]["kwargs"].get("regex") == email_pattern]
     assert email["expectation_config"]["severity"] == "warning"
     assert email["result"]["unexpected_count"] == 1
     assert report.validation_result["statistics"]["unsuccessful_expectations"] == 1
