@@ -42,8 +42,9 @@ def main() -> None:
 
     features, planted = synthetic_customers(arguments.rows, arguments.features)
     print(f"{arguments.rows:,} rows x {arguments.features} features, 6 planted segments\n")
-    print("| algorithm | seconds | segments | params | silhouette | noise share | ARI vs planted "
-          "| sampling |")
+    print(
+        "| algorithm | seconds | segments | params | silhouette | noise share | ARI vs planted | sampling |"
+    )
     print("|---|---:|---:|---|---:|---:|---:|---|")
     for name in arguments.algorithms:
         started = time.perf_counter()

@@ -146,14 +146,18 @@ def generate_demo_tables(
     transactions = _with_transaction_flaws(transactions, rng)
 
     personas = [PERSONAS[i] for i in persona_of]
-    channel_weights = [np.array(p.channels, dtype=float) for p in personas]
+    channels = np.empty(n_customers, dtype=object)
+    for index, persona in enumerate(PERSONAS):
+        members = persona_of == index
+        weights = np.array(persona.channels, dtype=float)
+        channels[members] = rng.choice(CHANNELS, size=int(members.sum()), p=weights / weights.sum())
     customers = pd.DataFrame(
         {
             "customer_id": customer_ids,
             "email": [f"customer{i}@example.com" for i in range(1, n_customers + 1)],
             "signup_date": [DEMO_END - timedelta(days=int(d)) for d in signup_days],
             "country": rng.choice(COUNTRIES, size=n_customers, p=[0.25, 0.15, 0.15, 0.2, 0.1, 0.1, 0.05]),
-            "acquisition_channel": [rng.choice(CHANNELS, p=w / w.sum()) for w in channel_weights],
+            "acquisition_channel": channels,
             "age": rng.normal([p.age for p in personas], 7).clip(18, 90).round(),
             "web_sessions_90d": rng.poisson([p.sessions for p in personas]),
             "email_opens_90d": rng.poisson([p.opens for p in personas]),

@@ -1,0 +1,76 @@
+"""Every clustering algorithm runs through the whole flow on demo-shaped data and ends clearly."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pytest
+
+from segflow.config import build_config
+from segflow.demo import contracts_folder
+from segflow.errors import GateRejected
+from segflow.flows.segmentation import segmentation_flow
+
+ALGORITHMS = [
+    "kmeans",
+    "kmedoids",
+    "clarans",
+    "agglomerative",
+    "birch",
+    "diana",
+    "dbscan",
+    "hdbscan",
+    "optics",
+]
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_algorithm_runs_end_to_end(algorithm, tmp_path, small_demo):
+    contracts = contracts_folder()
+    warehouse = tmp_path / "w.duckdb"
+    config = build_config(
+        {
+            "sources": {
+                "customers": {
+                    "uri": str(small_demo["customers"]),
+                    "contract": str(contracts / "customers.odcs.yaml"),
+                },
+                "transactions": {
+                    "uri": str(small_demo["transactions"]),
+                    "contract": str(contracts / "transactions.odcs.yaml"),
+                },
+            },
+            "features": {
+                "numeric": ["age", "web_sessions_90d", "email_opens_90d", "email_clicks_90d"],
+                "categorical": ["acquisition_channel"],
+            },
+            "preprocess": {"scaler": "standard"},
+            "clustering": {"algorithm": algorithm, "fit_sample_size": 1500},
+            "gate": {"stability_resamples": 1},
+            "publish": {
+                "warehouse": f"duckdb:///{warehouse}",
+                "parquet": None,
+                "reports": str(tmp_path / "r"),
+            },
+        },
+        [],
+    )
+    try:
+        summary = segmentation_flow(config=config, as_of=date(2026, 11, 1))
+        published = True
+    except GateRejected as rejection:
+        published, summary = False, {"reasons": rejection.reasons}
+        assert rejection.reasons  # a rejection always says why
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        run = connection.sql(
+            "SELECT status, algorithm, n_segments, gate_reasons FROM segments.segmentation_runs"
+        ).fetchall()
+        tables = {row[0] for row in connection.sql("SHOW ALL TABLES").fetchall()}
+    assert run[0][1] == algorithm and run[0][2] >= 1
+    if published:
+        assert run[0][0] == "published" and summary["customers"] > 2900
+    else:
+        assert run[0][0] == "rejected" and "customer_segments" not in tables
+    assert list((tmp_path / "r").glob("segments-*.html"))  # the report explains either outcome
