@@ -149,6 +149,15 @@ class ClusteringConfig(StrictModel):
 
 
 Severity = Literal["critical", "warning"]
+GateRule = Literal[
+    "min_silhouette",
+    "min_segment_share",
+    "max_segment_share",
+    "max_noise_share",
+    "min_stability",
+    "max_changed_share",
+    "max_size_shift",
+]
 
 
 class GateConfig(StrictModel):
@@ -162,18 +171,9 @@ class GateConfig(StrictModel):
     stability_resamples: int = Field(3, ge=0, le=50)  # 0 turns the stability check off
     max_changed_share: float = Field(0.5, ge=0.0, le=1.0)  # of last publication's customers who moved
     max_size_shift: float = Field(0.3, ge=0.0, le=1.0)  # total variation between segment size mixes
-    severity: dict[
-        Literal[
-            "min_silhouette",
-            "min_segment_share",
-            "max_segment_share",
-            "max_noise_share",
-            "min_stability",
-            "max_changed_share",
-            "max_size_shift",
-        ],
-        Severity,
-    ] = Field(default_factory=lambda: {"max_changed_share": "warning", "max_size_shift": "warning"})
+    severity: dict[GateRule, Severity] = Field(
+        default_factory=lambda: {"max_changed_share": "warning", "max_size_shift": "warning"}
+    )
     override: str | None = Field(None, min_length=3)  # publish despite a rejection, for this run; the reason
 
 

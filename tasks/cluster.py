@@ -144,9 +144,7 @@ class NearestReferenceWithin:
         if len(self.points) == 0 or len(matrix) == 0:
             return assigned
         bound = np.nextafter(float(self.radius.max()), np.inf)
-        distance, nearest = cKDTree(self.points).query(
-            matrix, k=1, distance_upper_bound=bound, workers=-1
-        )
+        distance, nearest = cKDTree(self.points).query(matrix, k=1, distance_upper_bound=bound, workers=-1)
         found = np.flatnonzero(np.isfinite(distance))
         within = distance[found] <= self.radius[nearest[found]]
         assigned[found[within]] = self.labels[nearest[found[within]]]
@@ -372,9 +370,9 @@ def fit_clara(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dic
         best_medoids, best_cost = np.empty(0, dtype=np.int64), np.inf
         for _ in range(settings["clara_draws"]):
             others = np.setdiff1d(np.arange(len(rows)), best_medoids)
-            draw = np.concatenate([
-                best_medoids, rng.choice(others, draw_size - len(best_medoids), replace=False)
-            ])
+            draw = np.concatenate(
+                [best_medoids, rng.choice(others, draw_size - len(best_medoids), replace=False)]
+            )
             dissimilarity = squareform(pdist(rows[draw])).astype(np.float32)
             result = kmedoids.fasterpam(dissimilarity, k, random_state=seed, n_cpu=1)
             medoids = draw[np.asarray(result.medoids, dtype=np.int64)]
@@ -392,10 +390,12 @@ def _medoid_fit(rows: np.ndarray, medoids: np.ndarray, params: dict) -> Fit:
 
 
 def _nearest_distances(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return np.concatenate([
-        cdist(rows[start:start + DISTANCE_BLOCK_ROWS], centres).min(axis=1)
-        for start in range(0, len(rows), DISTANCE_BLOCK_ROWS)
-    ])
+    return np.concatenate(
+        [
+            cdist(rows[start : start + DISTANCE_BLOCK_ROWS], centres).min(axis=1)
+            for start in range(0, len(rows), DISTANCE_BLOCK_ROWS)
+        ]
+    )
 
 
 def fit_agglomerative(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:
@@ -510,7 +510,9 @@ def fit_optics(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[No
     in_cluster = np.flatnonzero(labels >= 0)
     members = in_cluster[estimator.core_distances_[in_cluster] <= reach[labels[in_cluster]]]
     rule = NearestReferenceWithin(
-        rows[members], labels[members], reach[labels[members]],
+        rows[members],
+        labels[members],
+        reach[labels[members]],
         "nearest cluster member within the cluster's reachability",
     )
     return {None: Fit(labels, rule, {"min_samples": min_samples, **params})}
@@ -565,8 +567,8 @@ class SampleScorer:
         self.rows = rows
         self.distances = np.empty((len(rows), len(rows)), dtype=np.float32)
         for start in range(0, len(rows), DISTANCE_BLOCK_ROWS):
-            self.distances[start:start + DISTANCE_BLOCK_ROWS] = cdist(
-                rows[start:start + DISTANCE_BLOCK_ROWS], rows
+            self.distances[start : start + DISTANCE_BLOCK_ROWS] = cdist(
+                rows[start : start + DISTANCE_BLOCK_ROWS], rows
             )
 
     def scores(self, labels: np.ndarray) -> dict:
@@ -639,8 +641,9 @@ class Candidate:
         }
 
 
-def search(algorithm: Algorithm, matrix: np.ndarray, samples: Samples, scorer: SampleScorer,
-           config: ClusteringConfig) -> Candidate:
+def search(
+    algorithm: Algorithm, matrix: np.ndarray, samples: Samples, scorer: SampleScorer, config: ClusteringConfig
+) -> Candidate:
     """Fit an algorithm on the fit sample (each candidate k if it takes k) and keep the best."""
     rows = matrix[samples.fit_rows]
     low, high = config.k
@@ -657,11 +660,18 @@ def search(algorithm: Algorithm, matrix: np.ndarray, samples: Samples, scorer: S
     for k, fit in fits.items():
         labels = _score_sample_labels(fit, matrix, samples)
         scored[k] = (scorer.scores(labels), _sizes(labels))
-    k_search = [
-        {"k": k, "n_segments": len(sizes),
-         **{name: scores[name] for name in ("silhouette", "calinski_harabasz", "davies_bouldin")}}
-        for k, (scores, sizes) in scored.items()
-    ] if algorithm.takes_k else []
+    k_search = (
+        [
+            {
+                "k": k,
+                "n_segments": len(sizes),
+                **{name: scores[name] for name in ("silhouette", "calinski_harabasz", "davies_bouldin")},
+            }
+            for k, (scores, sizes) in scored.items()
+        ]
+        if algorithm.takes_k
+        else []
+    )
     chosen = choose_k(k_search, config.score_margin) if algorithm.takes_k else None
     scores, sizes = scored[chosen]
     return Candidate(algorithm, fits[chosen], scores, sizes, k_search)
@@ -669,7 +679,7 @@ def search(algorithm: Algorithm, matrix: np.ndarray, samples: Samples, scorer: S
 
 def _score_sample_labels(fit: Fit, matrix: np.ndarray, samples: Samples) -> np.ndarray:
     """The fit's labels on the score sample: its own where they overlap, its rule beyond."""
-    beyond = samples.score_rows[samples.overlap:]
+    beyond = samples.score_rows[samples.overlap :]
     assigned = fit.rule(matrix[beyond]) if len(beyond) else np.empty(0, dtype=np.int64)
     return np.concatenate([fit.labels[: samples.overlap], assigned])
 
@@ -682,9 +692,7 @@ def choose_k(k_search: list[dict], margin: float) -> int:
     """The smallest k whose silhouette is within `margin` (absolute) of the best."""
     scored = [row for row in k_search if row["silhouette"] is not None]
     if not scored:
-        raise SegflowError(
-            f"no k in {[row['k'] for row in k_search]} gave two or more segments to score"
-        )
+        raise SegflowError(f"no k in {[row['k'] for row in k_search]} gave two or more segments to score")
     best = max(row["silhouette"] for row in scored)
     return min(row["k"] for row in scored if row["silhouette"] >= best - margin)
 
@@ -692,7 +700,8 @@ def choose_k(k_search: list[dict], margin: float) -> int:
 def choose_candidate(candidates: list[Candidate], config: ClusteringConfig) -> Candidate:
     """Best sampled silhouette within the margin, simplest algorithm first; too noisy results cannot win."""
     eligible = [
-        candidate for candidate in candidates
+        candidate
+        for candidate in candidates
         if candidate.silhouette is not None and candidate.scores["noise_share"] <= config.max_noise_share
     ]
     if not eligible:
@@ -720,9 +729,11 @@ def fit_segmentation(matrix: np.ndarray, config: ClusteringConfig) -> Segmentati
     names = config.auto_candidates if config.algorithm == "auto" else (config.algorithm,)
     candidates = [search(ALGORITHMS[name], matrix, samples, scorer, config) for name in names]
     winner = choose_candidate(candidates, config) if config.algorithm == "auto" else candidates[0]
-    leaderboard = [
-        {**candidate.leaderboard_row(), "selected": candidate is winner} for candidate in candidates
-    ] if config.algorithm == "auto" else []
+    leaderboard = (
+        [{**candidate.leaderboard_row(), "selected": candidate is winner} for candidate in candidates]
+        if config.algorithm == "auto"
+        else []
+    )
     return _finalise(winner, matrix, samples, scorer, config, leaderboard)
 
 
@@ -756,8 +767,14 @@ def _checked_matrix(matrix: np.ndarray, allow_empty: bool = False) -> np.ndarray
     return matrix
 
 
-def _finalise(candidate: Candidate, matrix: np.ndarray, samples: Samples, scorer: SampleScorer,
-              config: ClusteringConfig, leaderboard: list[dict]) -> Segmentation:
+def _finalise(
+    candidate: Candidate,
+    matrix: np.ndarray,
+    samples: Samples,
+    scorer: SampleScorer,
+    config: ClusteringConfig,
+    leaderboard: list[dict],
+) -> Segmentation:
     """Extend the chosen fit to every row, number segments by size, and describe the result."""
     algorithm = candidate.algorithm
     fit, own, memory = _extend_to_all_rows(algorithm, candidate.fit, matrix, samples, config)
@@ -807,8 +824,9 @@ def _finalise(candidate: Candidate, matrix: np.ndarray, samples: Samples, scorer
     )
 
 
-def _extend_to_all_rows(algorithm: Algorithm, fit: Fit, matrix: np.ndarray, samples: Samples,
-                        config: ClusteringConfig) -> tuple[Fit, np.ndarray, FitMemory | None]:
+def _extend_to_all_rows(
+    algorithm: Algorithm, fit: Fit, matrix: np.ndarray, samples: Samples, config: ClusteringConfig
+) -> tuple[Fit, np.ndarray, FitMemory | None]:
     """The final fit, its own labels for every row, and the fitted rows it must remember (if any).
 
     Algorithms with a refit fit all rows (their predict reproduces their labels); the others
@@ -831,10 +849,16 @@ def _centres(matrix: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndar
     """Mean of each segment's members (noise excluded)."""
     kept = labels >= 0
     sizes = np.bincount(labels[kept], minlength=n_segments).astype(np.float64)
-    sums = np.column_stack([
-        np.bincount(labels[kept], weights=matrix[kept, column], minlength=n_segments)
-        for column in range(matrix.shape[1])
-    ]) if n_segments else np.zeros((0, matrix.shape[1]))
+    sums = (
+        np.column_stack(
+            [
+                np.bincount(labels[kept], weights=matrix[kept, column], minlength=n_segments)
+                for column in range(matrix.shape[1])
+            ]
+        )
+        if n_segments
+        else np.zeros((0, matrix.shape[1]))
+    )
     return sums / np.maximum(sizes, 1)[:, None]
 
 
@@ -885,8 +909,11 @@ def cluster_task(matrix: np.ndarray, config: ClusteringConfig) -> Segmentation:
     segmentation = fit_segmentation(matrix, config)
     logger.info(
         "clustering chose %s with %d segments, params %s; scores %s; sampling %s",
-        segmentation.algorithm, segmentation.n_segments, segmentation.params,
-        segmentation.scores, segmentation.sampling,
+        segmentation.algorithm,
+        segmentation.n_segments,
+        segmentation.params,
+        segmentation.scores,
+        segmentation.sampling,
     )
     if config.algorithm == "auto":
         create_table_artifact(

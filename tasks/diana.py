@@ -133,7 +133,9 @@ def diameter(dissimilarity: np.ndarray, members: np.ndarray) -> float:
 
 def _block_reduce(dissimilarity: np.ndarray, members: np.ndarray, reduce) -> np.ndarray:
     """Reduce each member's row over the members, a block of rows at a time to bound memory."""
-    return np.concatenate([
-        reduce(dissimilarity[np.ix_(members[start:start + BLOCK_ROWS], members)], axis=1)
-        for start in range(0, len(members), BLOCK_ROWS)
-    ])
+    return np.concatenate(
+        [
+            reduce(dissimilarity[np.ix_(members[start : start + BLOCK_ROWS], members)], axis=1)
+            for start in range(0, len(members), BLOCK_ROWS)
+        ]
+    )

@@ -7,14 +7,14 @@ run unless `gate.override` gives a reason to publish anyway; failed warnings are
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from prefect import task
 from prefect.logging import get_run_logger
 from sklearn.metrics import adjusted_rand_score
 
-from segflow.config import ClusteringConfig, GateConfig
+from segflow.config import ClusteringConfig, GateConfig, GateRule
 from segflow.tasks.cluster import fit_segmentation
 
 NOISE_LABEL = -1
@@ -98,18 +98,7 @@ def evaluate_gate(
     labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
 ) -> GateDecision:
     """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift."""
-    severity = {
-        rule: gate.severity.get(rule, "critical")
-        for rule in (
-            "min_silhouette",
-            "min_segment_share",
-            "max_segment_share",
-            "max_noise_share",
-            "min_stability",
-            "max_changed_share",
-            "max_size_shift",
-        )
-    }
+    severity = {rule: gate.severity.get(rule, "critical") for rule in get_args(GateRule)}
     shares, noise = segment_shares(labels)
     silhouette = scores.get("silhouette")
     stability = scores.get("stability")
