@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import get_args
 
 import duckdb
 import pytest
 
-from segflow.config import build_config
+from segflow.config import ClusteringConfig, build_config
 from segflow.demo import contracts_folder
 from segflow.errors import GateRejected
 from segflow.flows.segmentation import segmentation_flow
 
 ALGORITHMS = [
-    "kmeans",
-    "kmedoids",
-    "clarans",
-    "agglomerative",
-    "birch",
-    "diana",
-    "dbscan",
-    "hdbscan",
-    "optics",
+    name for name in get_args(ClusteringConfig.model_fields["algorithm"].annotation) if name != "auto"
 ]
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
