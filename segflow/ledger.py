@@ -121,13 +121,16 @@ class RunLedger:
             "details": json.dumps(details or {}, default=str),
         }
 
-    def writes(self, row: dict[str, Any], published: bool) -> list[TableWrite]:
-        """The run's row in segmentation_runs and its quarantined rows, as table writes."""
+    def writes(self, row: dict[str, Any]) -> list[TableWrite]:
+        """The run's row in segmentation_runs and its quarantined rows, added to those of earlier runs."""
         return [
             TableWrite(
                 "segmentation_runs",
                 to_arrow("segmentation_runs", pd.DataFrame([row]), self.id_type),
-                "as_of" if published else "as_of_not_published",
+                "run",
+                self.run_id,
             ),
-            TableWrite("quarantine", to_arrow("quarantine", self.quarantine, self.id_type), "as_of"),
+            TableWrite(
+                "quarantine", to_arrow("quarantine", self.quarantine, self.id_type), "run", self.run_id
+            ),
         ]

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from segflow.errors import PublishError
-from segflow.stores import StoredState, TableWrite
+from segflow.stores import PUBLISHING_STATUSES, StoredState, TableWrite
 from segflow.tables import TABLES
 
 KEEP_PUBLICATIONS = 5
@@ -36,6 +36,13 @@ def check_primary_key(rows: pa.Table, key: tuple[str, ...], table: str) -> None:
             raise PublishError(
                 f"table {table}: {rows.num_rows - counts.num_rows} rows repeat the primary key {key}"
             )
+
+
+def kept_rows(old: pa.Table, write: TableWrite, as_of: date) -> pa.Array:
+    """Which stored rows a write leaves in place (the complement of what it replaces)."""
+    if write.replace == "run":
+        return pc.not_equal(old["run_id"], pa.scalar(write.run_id))
+    return pc.not_equal(old["as_of"], pa.scalar(as_of, pa.date32()))
 
 
 class ParquetStore:
@@ -56,7 +63,7 @@ class ParquetStore:
             return StoredState()
         folder = self.current.resolve()
         runs = self._read(folder, "segmentation_runs")
-        published = runs[runs["status"] == "published"] if runs is not None else None
+        published = runs[runs["status"].isin(PUBLISHING_STATUSES)] if runs is not None else None
         changes_file = folder / "segment_changes" / f"{as_of.isoformat()}.parquet"
         return StoredState(
             snapshot=self._read(folder, "customer_segments"),
@@ -64,6 +71,21 @@ class ParquetStore:
             definitions=self._read(folder, "segment_definitions"),
             changes_on_as_of=pq.read_table(changes_file).to_pandas() if changes_file.exists() else None,
         )
+
+    def read_model(self) -> dict | None:
+        folder = self.current / "segment_models"
+        if not folder.is_dir():
+            return None
+        models = pq.read_table(folder).to_pandas()
+        if models.empty:
+            return None
+        return models.sort_values(["as_of", "created_at"]).iloc[-1].to_dict()
+
+    def read_runs(self, limit: int) -> pd.DataFrame:
+        runs = self._read(self.current, "segmentation_runs") if self.current.exists() else None
+        if runs is None:
+            return pd.DataFrame()
+        return runs.sort_values("started_at", ascending=False).head(limit).reset_index(drop=True)
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         previous = self.current.resolve() if self.current.exists() else None
@@ -107,19 +129,16 @@ class ParquetStore:
             folder = staging / write.name
             folder.mkdir(exist_ok=True)
             target = folder / f"{as_of.isoformat()}.parquet"
-            target.unlink(missing_ok=True)
-            pq.write_table(write.rows, target)
-            return
+            old_path = previous / write.name / target.name if previous is not None else None
+        else:
+            target = staging / f"{write.name}.parquet"
+            old_path = previous / target.name if previous is not None else None
         rows = write.rows
-        old_path = previous / f"{write.name}.parquet" if previous is not None else None
         if write.replace != "all" and old_path is not None and old_path.exists():
             old = pq.read_table(old_path)
-            keep = pc.not_equal(old["as_of"], pa.scalar(as_of, pa.date32()))
-            if write.replace == "as_of_not_published":
-                keep = pc.or_(keep, pc.equal(old["status"], "published"))
-            rows = pa.concat_tables([old.filter(keep), rows.cast(old.schema)])
-        target = staging / f"{write.name}.parquet"
-        target.unlink(missing_ok=True)
+            rows = pa.concat_tables([old.filter(kept_rows(old, write, as_of)), rows.cast(old.schema)])
+            check_primary_key(rows, spec.primary_key, write.name)
+        target.unlink(missing_ok=True)  # a hard link to the previous publication's file
         pq.write_table(rows, target)
 
     def _point_current_to(self, folder: Path) -> None:

@@ -18,21 +18,30 @@ from segflow.errors import PublishError
 from segflow.tables import TABLES
 from segflow.uris import duckdb_path, redact_uri, with_secret_password
 
-Replace = Literal["all", "as_of", "as_of_not_published"]
+Replace = Literal["all", "as_of", "run"]
+PUBLISHING_STATUSES = ("published", "scored")  # runs that moved the snapshot to their as-of
 
 
 @dataclass
 class TableWrite:
-    """Rows for one published table and what they replace: the whole table or one as-of date."""
+    """Rows for one published table and what they replace: the whole table, one as-of date, or
+    (`run`) only the rows of the run that writes them."""
 
     name: str
     rows: pa.Table
     replace: Replace
+    run_id: str | None = None  # for replace="run"
 
     def __post_init__(self) -> None:
         expected = [column for column, _ in TABLES[self.name].columns]
         if self.rows.column_names != expected:
             raise PublishError(f"table {self.name}: columns {self.rows.column_names}, expected {expected}")
+        if (self.replace == "run") != (self.run_id is not None):
+            raise PublishError(f"table {self.name}: a run_id goes with replace='run' and only with it")
+
+    def delete_parameter(self, as_of: date) -> object:
+        """The value the rows this write replaces are found by."""
+        return self.run_id if self.replace == "run" else as_of
 
 
 @dataclass
@@ -40,7 +49,7 @@ class StoredState:
     """What a target holds now: the snapshot, its as-of, the key registry, that date's changes."""
 
     snapshot: pd.DataFrame | None = None
-    snapshot_as_of: date | None = None
+    snapshot_as_of: date | None = None  # of the last run that published or scored
     definitions: pd.DataFrame | None = None
     changes_on_as_of: pd.DataFrame | None = None
 
@@ -52,11 +61,26 @@ class PublicationStore(Protocol):
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None: ...
 
+    def read_model(self) -> dict | None: ...
+
+    def read_runs(self, limit: int) -> pd.DataFrame: ...
+
+
+SNAPSHOT_AS_OF_SQL = (
+    "SELECT max(as_of) FROM {runs} WHERE status IN ("
+    + ", ".join(f"'{status}'" for status in PUBLISHING_STATUSES)
+    + ")"
+)
+LATEST_MODEL_SQL = "SELECT * FROM {models} ORDER BY as_of DESC, created_at DESC LIMIT 1"
+RECENT_RUNS_SQL = "SELECT * FROM {runs} ORDER BY started_at DESC LIMIT {limit:d}"
+
 
 def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
     """The column type of an Arrow type in DuckDB or PostgreSQL."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "VARCHAR" if dialect == "duckdb" else "TEXT"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "BLOB" if dialect == "duckdb" else "BYTEA"
     if pa.types.is_floating(arrow_type):
         return "DOUBLE" if dialect == "duckdb" else "DOUBLE PRECISION"
     simple = {
@@ -85,10 +109,7 @@ def create_table_sql(
 
 
 def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:
-    condition = f'"as_of" = {placeholder}'
-    if replace == "as_of_not_published":
-        condition += " AND \"status\" <> 'published'"
-    return f"DELETE FROM {qualified} WHERE {condition}"
+    return f'DELETE FROM {qualified} WHERE "{"run_id" if replace == "run" else "as_of"}" = {placeholder}'
 
 
 class DuckDBStore:
@@ -124,13 +145,34 @@ class DuckDBStore:
             return StoredState(
                 snapshot=query(f"SELECT * FROM {self._name('customer_segments')}"),
                 snapshot_as_of=connection.sql(
-                    f"SELECT max(as_of) FROM {self._name('segmentation_runs')} WHERE status = 'published'"
+                    SNAPSHOT_AS_OF_SQL.format(runs=self._name("segmentation_runs"))
                 ).fetchall()[0][0],
                 definitions=query(f"SELECT * FROM {self._name('segment_definitions')}"),
                 changes_on_as_of=query(
                     f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = ?", [as_of]
                 ),
             )
+
+    def _select(self, table: str, sql: str) -> pd.DataFrame | None:
+        """A query over one table, or None when the file or the table does not exist yet."""
+        if not Path(self.path).exists():
+            return None
+        with duckdb.connect(self.path, read_only=True) as connection:
+            exists = connection.sql(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                params=[self.schema, table],
+            ).fetchall()[0][0]
+            if not exists:
+                return None
+            return connection.sql(sql.format(table=self._name(table))).to_arrow_table().to_pandas()
+
+    def read_model(self) -> dict | None:
+        rows = self._select("segment_models", LATEST_MODEL_SQL.format(models="{table}"))
+        return None if rows is None or rows.empty else rows.iloc[0].to_dict()
+
+    def read_runs(self, limit: int) -> pd.DataFrame:
+        runs = self._select("segmentation_runs", RECENT_RUNS_SQL.format(runs="{table}", limit=limit))
+        return runs if runs is not None else pd.DataFrame()
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +200,7 @@ class DuckDBStore:
             connection.execute(f'ALTER TABLE {fresh} RENAME TO "{write.name}"')
         else:
             connection.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "duckdb", True))
-            connection.execute(delete_sql(target, write.replace, "?"), [as_of])
+            connection.execute(delete_sql(target, write.replace, "?"), [write.delete_parameter(as_of)])
             connection.execute(f"INSERT INTO {target} SELECT * FROM staged_rows")
         connection.unregister("staged_rows")
 
@@ -212,9 +254,7 @@ class PostgresStore:
                 cursor.execute(sql, parameters=parameters or None)
                 return cursor.fetch_arrow_table().to_pandas()
 
-            cursor.execute(
-                f"SELECT max(as_of) FROM {self._name('segmentation_runs')} WHERE status = 'published'"
-            )
+            cursor.execute(SNAPSHOT_AS_OF_SQL.format(runs=self._name("segmentation_runs")))
             snapshot_as_of = cursor.fetchone()[0]
             return StoredState(
                 snapshot=query(f"SELECT * FROM {self._name('customer_segments')}"),
@@ -224,6 +264,23 @@ class PostgresStore:
                     f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = $1", (as_of,)
                 ),
             )
+
+    def _select(self, table: str, sql: str) -> pd.DataFrame | None:
+        """A query over one table, or None when the table does not exist yet."""
+        with self._connect() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass($1)", parameters=(self._name(table),))
+            if cursor.fetchone()[0] is None:
+                return None
+            cursor.execute(sql.format(table=self._name(table)))
+            return cursor.fetch_arrow_table().to_pandas()
+
+    def read_model(self) -> dict | None:
+        rows = self._select("segment_models", LATEST_MODEL_SQL.format(models="{table}"))
+        return None if rows is None or rows.empty else rows.iloc[0].to_dict()
+
+    def read_runs(self, limit: int) -> pd.DataFrame:
+        runs = self._select("segmentation_runs", RECENT_RUNS_SQL.format(runs="{table}", limit=limit))
+        return runs if runs is not None else pd.DataFrame()
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         token = uuid.uuid4().hex[:10]
@@ -291,7 +348,9 @@ class PostgresStore:
                 cursor.execute(f'ALTER INDEX "{self.schema}"."{staging}_pkey" RENAME TO "{write.name}_pkey"')
         else:
             cursor.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "postgres", True))
-            cursor.execute(delete_sql(target, write.replace, "$1"), parameters=(as_of,))
+            cursor.execute(
+                delete_sql(target, write.replace, "$1"), parameters=(write.delete_parameter(as_of),)
+            )
             cursor.execute(f"INSERT INTO {target} SELECT * FROM {self._name(staging)}")
 
     def _drop_tables(self, names) -> None:

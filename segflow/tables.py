@@ -9,6 +9,7 @@ import pyarrow as pa
 
 CUSTOMER_ID = "customer_id"
 NOISE_SEGMENT_KEY = "seg-0000"
+NOISE_NAME = "Atypical customers"  # the density methods' noise, published under NOISE_SEGMENT_KEY
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,21 @@ TABLES: dict[str, TableSpec] = {
                 ("details", pa.string()),
             ),
             primary_key=("run_id",),
+        ),
+        TableSpec(
+            "segment_models",
+            (
+                ("run_id", pa.string()),
+                ("as_of", pa.date32()),
+                ("created_at", TIMESTAMP),
+                ("algorithm", pa.string()),
+                ("model_columns", pa.string()),
+                ("segment_keys", pa.string()),
+                ("model", pa.binary()),
+                ("model_sha256", pa.string()),
+            ),
+            primary_key=("run_id",),
+            mode="per_as_of",
         ),
         TableSpec(
             "quarantine",

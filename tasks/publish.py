@@ -323,7 +323,7 @@ def publication_writes(
     override = run_facts.get("gate_override")
     message = "published" if override is None else f"published despite the gate, on override: {override}"
     run_row = ledger.row("published", message, rows_published=publication.counts["customers"], **run_facts)
-    return [*publication.writes, *ledger.writes(run_row, published=True)]
+    return [*publication.writes, *ledger.writes(run_row)]
 
 
 @task(name="publish", **IO_RETRY_POLICY)
@@ -358,7 +358,7 @@ def record_run(
     run_facts: dict[str, Any] | None = None,
 ) -> None:
     """Record a run that published no segments, with its quarantine; segment tables stay as they were."""
-    writes = ledger.writes(ledger.row(status, message, **(run_facts or {})), published=False)
+    writes = ledger.writes(ledger.row(status, message, **(run_facts or {})))
     for store in stores:
         store.publish(ledger.as_of, writes)
 

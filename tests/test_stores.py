@@ -78,7 +78,7 @@ def test_publish_then_rerun_the_same_date_is_idempotent(target):
     pd.testing.assert_frame_equal(snapshot, again)
     assert len(read("segment_changes")) == len(changes) == len(IDS) + 25
     runs = read("segmentation_runs")
-    assert sorted(pd.to_datetime(runs["as_of"]).dt.date) == [DAY1, DAY2]
+    assert sorted(pd.to_datetime(runs["as_of"]).dt.date) == [DAY1, DAY2, DAY2]  # one row per run
     assert len(read("segment_profiles")) == 6
     assert snapshot["customer_id"].is_unique and len(snapshot) == len(IDS)
 

@@ -125,10 +125,12 @@ def test_no_structure_is_rejected_then_an_override_publishes_and_is_recorded(tmp
     run(tmp_path, noise, DAY2, seed=1, min_silhouette=0.5, override="campaign freeze, reviewed by J. Doe")
     published = query(
         tmp_path,
-        "SELECT status, gate_passed, gate_override, message FROM segments.segmentation_runs WHERE as_of = ?",
+        "SELECT status, gate_passed, gate_override, message FROM segments.segmentation_runs "
+        "WHERE as_of = ? ORDER BY started_at",
         [DAY2],
     )
-    assert published["status"].tolist() == ["published"]
+    assert published["status"].tolist() == ["rejected", "published"]
+    published = published.iloc[[1]].reset_index(drop=True)
     assert not published["gate_passed"][0]
     assert published["gate_override"][0] == "campaign freeze, reviewed by J. Doe"
 
