@@ -28,6 +28,7 @@ class CustomerFeatures:
     unusable_transactions: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows + "reason"
     orphan_transactions: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows of unknown ids
     transactions_after_as_of: int = 0
+    never_bought_days: int | None = None  # recency and tenure given to customers who never bought
 
 
 def with_customer_id(table: pd.DataFrame, id_column: str, source: str) -> pd.DataFrame:
@@ -91,9 +92,16 @@ def aggregate_rfm(typed: pd.DataFrame, as_of: date) -> pd.DataFrame:
 
 
 def build_customer_features(
-    sources: dict[str, pd.DataFrame], config: SourcesConfig, as_of: date, rfm: bool = True
+    sources: dict[str, pd.DataFrame],
+    config: SourcesConfig,
+    as_of: date,
+    rfm: bool = True,
+    never_bought_days: int | None = None,
 ) -> CustomerFeatures:
-    """One row per customer id occurrence: customer attributes left-joined to RFM features."""
+    """One row per customer id occurrence: customer attributes left-joined to RFM features.
+
+    Customers who never bought get a recency and tenure one day past the longest tenure seen, or
+    `never_bought_days` when given (scoring uses the fitted run's value, not the new rows')."""
     customers = None
     if config.customers is not None:
         customers = with_customer_id(sources["customers"], config.customers.id_column, "customers")
@@ -113,15 +121,17 @@ def build_customer_features(
         orphans = sources["transactions"].loc[typed.index[~known]]
         base = customers.merge(rfm_table, on=CUSTOMER_ID, how="left")
         never_bought = base["frequency"].isna()
-        window_days = int(base["tenure_days"].max()) + 1 if (~never_bought).any() else 0
+        if never_bought_days is None:
+            never_bought_days = int(base["tenure_days"].max()) + 1 if (~never_bought).any() else 0
         base.loc[never_bought, ["frequency", "monetary", "avg_order_value"]] = 0
-        base.loc[never_bought, ["recency_days", "tenure_days"]] = window_days
+        base.loc[never_bought, ["recency_days", "tenure_days"]] = never_bought_days
     return CustomerFeatures(
         table=base,
         rfm_columns=list(RFM_COLUMNS),
         unusable_transactions=unusable,
         orphan_transactions=orphans,
         transactions_after_as_of=after_as_of,
+        never_bought_days=never_bought_days,
     )
 
 
@@ -151,9 +161,13 @@ def feature_quarantine(features: CustomerFeatures, sources: SourcesConfig) -> pd
 
 @task(name="features")
 def features_task(
-    sources: dict[str, pd.DataFrame], config: SourcesConfig, as_of: date, rfm: bool
+    sources: dict[str, pd.DataFrame],
+    config: SourcesConfig,
+    as_of: date,
+    rfm: bool,
+    never_bought_days: int | None = None,
 ) -> CustomerFeatures:
-    features = build_customer_features(sources, config, as_of, rfm)
+    features = build_customer_features(sources, config, as_of, rfm, never_bought_days)
     get_run_logger().info(
         "features: %d customer rows; %d transactions unusable, %d of unknown customers, "
         "%d after the as-of date %s (not counted)",

@@ -27,7 +27,8 @@ class PreparedFeatures:
     model_input: pd.DataFrame  # numeric matrix before scaling: transformed numerics and one-hot columns
     numeric_columns: list[str]
     categorical_columns: list[str]
-    recipe: dict[str, Any] = field(default_factory=dict)  # reproducible steps, for scoring and metadata
+    preparation: Preparation  # the learned steps, to prepare new customers for scoring
+    recipe: dict[str, Any] = field(default_factory=dict)  # what was done, for the run's metadata
 
 
 def drop_duplicate_customers(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -79,18 +80,43 @@ def one_hot(categories: pd.Series, name: str, kept: list[str]) -> pd.DataFrame:
     )
 
 
-def prepare_features(
-    table: pd.DataFrame,
-    features: FeaturesConfig,
-    preprocess: PreprocessConfig,
-    rfm_columns: list[str],
-) -> PreparedFeatures:
-    """Deduplicate, impute, de-skew and encode the customer table into a numeric model input."""
-    deduplicated, duplicate_counts = drop_duplicate_customers(table)
-    numeric, categorical = choose_columns(deduplicated, features, rfm_columns)
-    numbers = deduplicated[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
-    numbers = numbers.replace([np.inf, -np.inf], np.nan)
+@dataclass
+class Preparation:
+    """What preprocessing learned from the fitted customers, to prepare new customers the same way."""
 
+    numeric_columns: list[str]
+    fill_values: dict[str, float]
+    log1p_columns: list[str]
+    categories: dict[str, list[str]]  # the kept levels of each categorical column
+    model_columns: list[str]
+
+    def numbers(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The numeric feature columns as floats, missing and infinite values imputed."""
+        numbers = table[self.numeric_columns].apply(pd.to_numeric, errors="coerce").astype("float64")
+        return numbers.replace([np.inf, -np.inf], np.nan).fillna(self.fill_values)
+
+    def encode(self, table: pd.DataFrame) -> pd.DataFrame:
+        """De-skewed numerics and one-hot categories (levels as found in this table)."""
+        transformed = self.numbers(table)
+        transformed[self.log1p_columns] = np.log1p(transformed[self.log1p_columns].clip(lower=0))
+        encoded = [transformed]
+        for column, kept in self.categories.items():
+            if len(kept) > 1:
+                encoded.append(one_hot(normalise_categories(table[column]), column, kept))
+        return pd.concat(encoded, axis=1)
+
+    def model_input(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The fitted model columns of a customer table, in order; absent levels are 0."""
+        return self.encode(table).reindex(columns=self.model_columns, fill_value=0.0)
+
+
+def fit_preparation(
+    table: pd.DataFrame, numeric: list[str], categorical: list[str], preprocess: PreprocessConfig, top_n: int
+) -> tuple[Preparation, pd.DataFrame, dict[str, Any]]:
+    """Learn imputation values, skewed columns and kept categories (dropping empty and constant
+    columns); return them with the table's model input and what was found."""
+    numbers = table[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
+    numbers = numbers.replace([np.inf, -np.inf], np.nan)
     empty = [c for c in numeric if numbers[c].isna().all()]
     numbers = numbers.drop(columns=empty)
     fill_values = {
@@ -102,41 +128,59 @@ def prepare_features(
     numbers = numbers.fillna(fill_values)
     constant = [c for c in numbers.columns if numbers[c].nunique() <= 1]
     numbers = numbers.drop(columns=constant)
-
     skewed = []
-    transformed = numbers.copy()
     if preprocess.log_transform_skewed:
         skewed = [c for c in numbers.columns if numbers[c].min() >= 0 and numbers[c].skew() > 1.0]
-        transformed[skewed] = np.log1p(numbers[skewed])
+    categories = {
+        column: [str(v) for v in normalise_categories(table[column]).value_counts().index[:top_n]]
+        for column in categorical
+    }
+    preparation = Preparation(
+        numeric_columns=list(numbers.columns),
+        fill_values={c: float(fill_values[c]) for c in numbers.columns},
+        log1p_columns=skewed,
+        categories=categories,
+        model_columns=[],
+    )
+    model_input = preparation.encode(table)
+    preparation.model_columns = list(model_input.columns)
+    facts = {
+        "all_null_columns_dropped": empty,
+        "constant_columns_dropped": constant,
+        "imputed_values": {c: float(fill_values[c]) for c in missing_counts if c in numbers},
+        "missing_values": missing_counts,
+    }
+    return preparation, model_input, facts
 
-    readable = numbers.copy()
-    encoded = [transformed]
-    kept_categories: dict[str, list[str]] = {}
+
+def prepare_features(
+    table: pd.DataFrame,
+    features: FeaturesConfig,
+    preprocess: PreprocessConfig,
+    rfm_columns: list[str],
+) -> PreparedFeatures:
+    """Deduplicate, impute, de-skew and encode the customer table into a numeric model input."""
+    deduplicated, duplicate_counts = drop_duplicate_customers(table)
+    numeric, categorical = choose_columns(deduplicated, features, rfm_columns)
+    preparation, model_input, facts = fit_preparation(
+        deduplicated, numeric, categorical, preprocess, features.max_categories
+    )
+    readable = preparation.numbers(deduplicated)
     for column in categorical:
-        values = normalise_categories(deduplicated[column])
-        readable[column] = values
-        counts = values.value_counts()
-        kept = [str(v) for v in counts.index[: features.max_categories]]
-        kept_categories[column] = kept
-        if len(kept) > 1:
-            encoded.append(one_hot(values, column, kept))
-    model_input = pd.concat(encoded, axis=1)
-
+        readable[column] = normalise_categories(deduplicated[column])
     return PreparedFeatures(
         customer_ids=deduplicated[CUSTOMER_ID].reset_index(drop=True),
         readable=readable.reset_index(drop=True),
         model_input=model_input.reset_index(drop=True),
-        numeric_columns=list(numbers.columns),
+        numeric_columns=preparation.numeric_columns,
         categorical_columns=categorical,
+        preparation=preparation,
         recipe={
             **duplicate_counts,
-            "all_null_columns_dropped": empty,
-            "constant_columns_dropped": constant,
-            "imputed_values": {c: float(fill_values[c]) for c in missing_counts if c in numbers},
-            "missing_values": missing_counts,
-            "log1p_columns": skewed,
-            "categories": kept_categories,
-            "model_columns": list(model_input.columns),
+            **facts,
+            "log1p_columns": preparation.log1p_columns,
+            "categories": preparation.categories,
+            "model_columns": preparation.model_columns,
         },
     )
 

@@ -7,8 +7,9 @@ import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
 
+from segflow.tables import NOISE_NAME
+
 NOISE_LABEL = -1
-NOISE_NAME = "Atypical customers"
 
 
 def feature_statistics(readable: pd.DataFrame, labels: np.ndarray, numeric: list[str]) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from segflow.tasks.profile import NOISE_NAME, profile_segments
+from segflow.tables import NOISE_NAME
+from segflow.tasks.profile import profile_segments
 
 
 def test_profiles_name_rfm_segments_and_stay_unique():
