@@ -15,7 +15,7 @@ from segflow.ledger import RunLedger
 from segflow.stores import PublicationStore, open_stores
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.features import feature_quarantine, features_task
-from segflow.tasks.ingest import ingest_task
+from segflow.tasks.ingest import ingest_source, memory_budget_task
 from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
 from segflow.tasks.publish import (
@@ -49,7 +49,8 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
     ledger = RunLedger(as_of=as_of or date.today())
     stores = open_stores(config.publish)
     try:
-        sources = {name: ingest_task(name, source) for name, source in config.sources.configured()}
+        memory_budget_task(config.sources, config.resources)
+        sources = {name: ingest_source(name, source) for name, source in config.sources.configured()}
         ledger.note_sources(sources, config.sources.id_columns())
 
         checked = quality_task(

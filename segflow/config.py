@@ -27,6 +27,8 @@ class SourceConfig(StrictModel):
     id_column: str = Field("customer_id", min_length=1)
     encoding: str = Field("utf-8", min_length=1)  # of CSV files, e.g. latin-1, utf-16
     password_secret: str | None = None  # name of a Prefect Secret block holding the PostgreSQL password
+    # how long one read of the source may take (a locked table, a hung share); not retried when it runs out
+    timeout_seconds: float = Field(600, gt=0, le=86_400)
 
     @field_validator("uri")
     @classmethod
@@ -203,6 +205,13 @@ class PublishConfig(StrictModel):
         return self
 
 
+class ResourcesConfig(StrictModel):
+    """What a run may use of the machine; checked against the sources before any is loaded."""
+
+    # None: half of the machine's memory (or of its container's limit)
+    memory_budget_gb: float | None = Field(None, gt=0)
+
+
 class SegflowConfig(StrictModel):
     """Everything a run needs to know, validated before any data is read."""
 
@@ -212,6 +221,7 @@ class SegflowConfig(StrictModel):
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

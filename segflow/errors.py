@@ -4,9 +4,14 @@ from __future__ import annotations
 
 
 class SegflowError(Exception):
-    """Base of segflow's own failures; the message is meant for a data engineer."""
+    """Base of segflow's own failures; the message is meant for a data engineer. A transient one
+    (a server restarting, a connection dropped) is retried by the I/O tasks."""
 
     exit_code = 1
+
+    def __init__(self, message: str, transient: bool = False):
+        self.transient = transient
+        super().__init__(message)
 
 
 class ConfigError(SegflowError):
@@ -19,10 +24,6 @@ class SourceError(SegflowError):
     """A source that cannot be read: missing, corrupt, empty, unknown, or (transient) unreachable."""
 
     exit_code = 1
-
-    def __init__(self, message: str, transient: bool = False):
-        self.transient = transient
-        super().__init__(message)
 
 
 class ContractViolation(SegflowError):

@@ -10,13 +10,17 @@ from segflow.errors import SegflowError
 
 
 def is_transient_failure(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is one of segflow's own, known-permanent errors."""
+    """Retry unless the failure is one of segflow's own, known-permanent errors, or a timeout: a
+    read that ran out of its time is not tried again, which would only wait as long once more."""
     error = state.result(raise_on_failure=False)
     if isinstance(error, SegflowError):
-        return bool(getattr(error, "transient", False))
-    return True
+        return error.transient
+    return not isinstance(error, TimeoutError)
 
 
+# Waits of 2, 4 and 8 seconds on average (jittered, at most 50% longer) between the attempts, so
+# a server restarting or a connection limit reached for a moment is ridden out; Prefect logs
+# every retry.
 IO_RETRY_POLICY: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),

@@ -234,6 +234,7 @@ class PostgresStore:
         return f'"{self.schema}"."{table}"'
 
     def _connect(self):
+        import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as adbc
 
         uri = with_secret_password(self.uri, self.password_secret)
@@ -241,7 +242,8 @@ class PostgresStore:
             return adbc.connect(uri)
         except Exception as error:
             raise PublishError(
-                f"cannot connect to {redact_uri(self.uri)}: {str(error).replace(uri, '***')}"
+                f"cannot connect to {redact_uri(self.uri)}: {str(error).replace(uri, '***')}",
+                transient=isinstance(error, adbc_driver_manager.OperationalError),  # refused, restarting
             ) from error
 
     def read_state(self, as_of: date) -> StoredState:
