@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import codecs
+import copy
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segflow.errors import ConfigError
-from segflow.uris import check_identifier, without_inline_password
+from segflow.safe_yaml import load_yaml_file, load_yaml_text
+from segflow.uris import (
+    check_identifier,
+    check_output_path,
+    check_printable,
+    duckdb_path,
+    table_name_in,
+    without_inline_password,
+)
 
 
 class StrictModel(BaseModel):
@@ -32,8 +40,18 @@ class SourceConfig(StrictModel):
 
     @field_validator("uri")
     @classmethod
-    def _no_password(cls, uri: str) -> str:
-        return without_inline_password(uri, "uri")
+    def _usable_uri(cls, uri: str) -> str:
+        uri = check_printable(without_inline_password(uri, "uri"), "uri")
+        if uri.startswith(("duckdb://", "postgresql://", "postgres://")):
+            table_name_in(uri)
+        return uri
+
+    @field_validator("contract")
+    @classmethod
+    def _contract_file(cls, path: Path | None) -> Path | None:
+        if path is not None and path.suffix.lower() not in (".yaml", ".yml"):
+            raise ValueError(f"a data contract is a .yaml or .yml file, got {str(path)!r}")
+        return None if path is None else Path(check_printable(str(path), "contract"))
 
     @field_validator("encoding")
     @classmethod
@@ -194,9 +212,19 @@ class PublishConfig(StrictModel):
     @field_validator("warehouse")
     @classmethod
     def _known_warehouse(cls, uri: str | None) -> str | None:
-        if uri is not None and not uri.startswith(("duckdb://", "postgresql://", "postgres://")):
+        if uri is None:
+            return None
+        if not uri.startswith(("duckdb://", "postgresql://", "postgres://")):
             raise ValueError("warehouse must be a duckdb:///PATH or postgresql://... URI")
-        return None if uri is None else without_inline_password(uri, "warehouse")
+        uri = check_printable(without_inline_password(uri, "warehouse"), "warehouse")
+        if uri.startswith("duckdb://"):
+            check_output_path(duckdb_path(uri), "warehouse")
+        return uri
+
+    @field_validator("parquet", "reports")
+    @classmethod
+    def _safe_folder(cls, folder: Path | None, info) -> Path | None:
+        return None if folder is None else Path(check_output_path(str(folder), info.field_name))
 
     @model_validator(mode="after")
     def _somewhere(self) -> PublishConfig:
@@ -229,16 +257,14 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
     key, sep, raw_value = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
-    try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {key}: value {raw_value!r} is not valid YAML: {error}") from error
+    shown = raw_value if len(raw_value) <= 60 else raw_value[:57] + "..."
+    value = load_yaml_text(raw_value, f"--set {key}: value {shown!r}") if raw_value.strip() else None
     return key.strip().split("."), value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of a raw config dict with each dotted-key override set."""
-    merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    merged = copy.deepcopy(raw) or {}
     for assignment in overrides:
         path, value = parse_override(assignment)
         node = merged
@@ -252,15 +278,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML config file with the safe loader; relative paths stay as written."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    """Read a YAML config file with the bounded safe loader; relative paths stay as written."""
+    raw = load_yaml_file(path, "config file")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
     return raw

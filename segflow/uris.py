@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from segflow.errors import ConfigError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Folders of the operating system a run must never write into (it may run as root in a container).
+SYSTEM_FOLDERS = tuple(
+    PurePosixPath(folder)
+    for folder in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+)
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -20,6 +27,31 @@ def check_identifier(name: str, what: str) -> str:
     return name
 
 
+def check_printable(text: str, what: str) -> str:
+    """Refuse control characters (NUL, newlines) and invisible format characters (bidi overrides,
+    zero-width spaces) in a path or URI: they break system calls or disguise what is shown."""
+    hidden = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf")})
+    if hidden:
+        raise ValueError(f"{what} holds control or invisible characters ({', '.join(hidden)})")
+    return text
+
+
+def check_output_path(path: str, what: str) -> str:
+    """Accept a folder or file to write to unless it climbs out with '..' or lies in a system folder."""
+    check_printable(path, what)
+    if ".." in PurePosixPath(path).parts:
+        raise ValueError(
+            f"{what} {path!r} climbs out of its folder with '..'; give the folder itself, "
+            "as an absolute path if it lies elsewhere"
+        )
+    resolved = PurePosixPath(Path(path).resolve())
+    if resolved == PurePosixPath("/") or any(
+        resolved == folder or folder in resolved.parents for folder in SYSTEM_FOLDERS
+    ):
+        raise ValueError(f"{what} {path!r} lies in the system folder {resolved}; write somewhere else")
+    return path
+
+
 def redact_uri(uri: str) -> str:
     """The URI with any password replaced, safe for logs and run metadata."""
     parts = urlsplit(uri)
@@ -29,24 +61,27 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def qualified_table_name(name: str, source: str) -> str:
-    """Quote 'table' or 'schema.table' after checking each part is a plain identifier."""
-    parts = name.split(".")
+def table_name_in(uri: str) -> str:
+    """The quoted table of a '...?table=NAME' URI: exactly one 'table' or 'schema.table' of plain
+    identifiers, else ValueError."""
+    tables = parse_qs(urlsplit(uri).query, keep_blank_values=True).get("table")
+    if not tables:
+        raise ValueError(f"{redact_uri(uri)} needs ?table=NAME")
+    if len(tables) > 1:
+        raise ValueError(f"{redact_uri(uri)} names ?table= {len(tables)} times; give it once")
+    parts = tables[0].split(".")
     if not 1 <= len(parts) <= 2:
-        raise ConfigError(f"source '{source}': table {name!r} must be 'table' or 'schema.table'")
-    try:
-        return ".".join(f'"{check_identifier(part, "table name part")}"' for part in parts)
-    except ValueError as error:
-        raise ConfigError(f"source '{source}': {error}") from error
+        raise ValueError(f"table {tables[0]!r} must be 'table' or 'schema.table'")
+    return ".".join(f'"{check_identifier(part, "table name part")}"' for part in parts)
 
 
 def table_query_parameter(uri: str, source: str) -> tuple[str, str]:
     """Split 'scheme://...?table=NAME' into the connection URI and the quoted table name."""
-    parts = urlsplit(uri)
-    tables = parse_qs(parts.query).get("table")
-    if not tables:
-        raise ConfigError(f"source '{source}': {redact_uri(uri)} needs ?table=NAME")
-    return urlunsplit(parts._replace(query="")), qualified_table_name(tables[0], source)
+    try:
+        table = table_name_in(uri)
+    except ValueError as error:
+        raise ConfigError(f"source '{source}': {error}") from error
+    return urlunsplit(urlsplit(uri)._replace(query="")), table
 
 
 def duckdb_path(uri: str) -> str:

@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -51,6 +50,7 @@ from prefect.logging import get_run_logger
 
 from segflow.config import SourcesConfig
 from segflow.errors import ConfigError, ContractViolation
+from segflow.safe_yaml import load_yaml_file, load_yaml_text
 
 SEVERITIES = {
     "critical": "critical",
@@ -226,14 +226,7 @@ class QualityReport:
 def load_contract(path: str | Path) -> dict:
     """Read an ODCS v3 contract, check it against the ODCS JSON Schema and segflow's vocabulary."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"data contract {path} cannot be read: {exc.strerror or exc}") from exc
-    try:
-        contract = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"data contract {path} is not valid YAML: {exc}") from exc
+    contract = load_yaml_file(path, "data contract")
     if not isinstance(contract, dict) or contract.get("kind") != "DataContract":
         raise ConfigError(
             f"{path} is not an ODCS data contract: expected a mapping with "
@@ -673,7 +666,7 @@ def _custom_rule(quality: dict, where: str, prop: dict | None = None) -> Compile
         )
     implementation = quality["implementation"]
     if isinstance(implementation, str):
-        implementation = yaml.safe_load(implementation)
+        implementation = load_yaml_text(implementation, f"{where}: the implementation")
     if (
         not isinstance(implementation, dict)
         or not isinstance(implementation.get("type"), str)

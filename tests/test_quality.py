@@ -549,7 +549,7 @@ def test_files_that_are_not_odcs_v3_contracts_are_rejected(tmp_path, text, messa
 
 
 def test_a_missing_contract_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="cannot be read"):
+    with pytest.raises(ConfigError, match="cannot read data contract"):
         load_contract(tmp_path / "nope.odcs.yaml")
 
 
