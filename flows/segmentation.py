@@ -20,14 +20,15 @@ from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
 from segflow.tasks.publish import (
     build_publication,
+    failures_recorded,
     publish_task,
     read_state_task,
-    record_failure,
     record_run_task,
 )
 from segflow.tasks.quality import output_contract_task, quality_task
 from segflow.tasks.report import report_inputs, report_task
 from segflow.tasks.scale import scale_task
+from segflow.tasks.score import fitted_model, model_write
 from segflow.tasks.validate import feasibility_task, stability_task, validate_task
 
 
@@ -40,7 +41,20 @@ def stop(
 ) -> NoReturn:
     """Record why the run publishes nothing new, then end it with that error (and its exit code)."""
     record_run_task(stores, ledger, status, str(error), run_facts)
+    error.recorded = True
     raise error
+
+
+def checked_sources(config: SegflowConfig, ledger: RunLedger, stores: list[PublicationStore]):
+    """Read every configured source and check it against its contract; stop on a blocking failure."""
+    memory_budget_task(config.sources, config.resources)
+    sources = {name: ingest_source(name, source) for name, source in config.sources.configured()}
+    ledger.note_sources(sources, config.sources.id_columns())
+    checked = quality_task(sources, config.sources, ledger.folder_in(config.publish.reports, "validation"))
+    ledger.note_quality(checked.contract_versions, checked.quarantine)
+    if checked.blocking:
+        stop(stores, ledger, "failed_contract", ContractViolation(checked.message))
+    return checked.passed
 
 
 @flow(name="segmentation", flow_run_name="segmentation-{as_of}")
@@ -48,26 +62,16 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
     """Segment the customer base as of a business date and publish it, or publish nothing."""
     ledger = RunLedger(as_of=as_of or date.today())
     stores = open_stores(config.publish)
-    try:
-        memory_budget_task(config.sources, config.resources)
-        sources = {name: ingest_source(name, source) for name, source in config.sources.configured()}
-        ledger.note_sources(sources, config.sources.id_columns())
-
-        checked = quality_task(
-            sources, config.sources, ledger.folder_in(config.publish.reports, "validation")
-        )
-        ledger.note_quality(checked.contract_versions, checked.quarantine)
-        if checked.blocking:
-            stop(stores, ledger, "failed_contract", ContractViolation(checked.message))
-
-        features = features_task(checked.passed, config.sources, ledger.as_of, config.features.rfm)
+    with failures_recorded(stores, ledger):
+        sources = checked_sources(config, ledger, stores)
+        features = features_task(sources, config.sources, ledger.as_of, config.features.rfm)
         ledger.add_quarantine(feature_quarantine(features, config.sources))
         prepared = preprocess_task(features.table, config.features, config.preprocess, features.rfm_columns)
         feasible = feasibility_task(prepared.model_input.shape, config.clustering.k)
         if not feasible.passed:
             gate_facts = {"gate_checks": feasible.as_records()}
             stop(stores, ledger, "rejected", GateRejected(feasible.reasons), gate_facts)
-        matrix, _scaling = scale_task(
+        matrix, scaling = scale_task(
             prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
         )
 
@@ -126,12 +130,10 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         output = output_contract_task(publication.table("customer_segments"))
         if output.blocking:
             stop(stores, ledger, "failed_contract", ContractViolation(output.message), run_facts)
-        counts = publish_task(stores, publication, ledger, run_facts)
-    except (ContractViolation, GateRejected):
-        raise
-    except Exception as error:
-        record_failure(stores, ledger, error)
-        raise
+        model = fitted_model(
+            ledger.run_id, ledger.as_of, features, prepared, scaling, segmentation, publication.keys
+        )
+        counts = publish_task(stores, publication.including(model_write(model)), ledger, run_facts)
     get_run_logger().info("run %s as of %s published: %s", ledger.run_id, ledger.as_of, counts)
     return {
         "run_id": ledger.run_id,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -13,15 +15,16 @@ from prefect import task
 from prefect.logging import get_run_logger
 from scipy.optimize import linear_sum_assignment
 
-from segflow.errors import ConfigError
+from segflow.errors import ConfigError, ContractViolation
 from segflow.ledger import RunLedger
 from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PublicationStore, StoredState, TableWrite
-from segflow.tables import CUSTOMER_ID, NOISE_SEGMENT_KEY, to_arrow
+from segflow.tables import CUSTOMER_ID, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, to_arrow
 
 NOISE_LABEL = -1
 MIN_JACCARD = 0.4
 SNAPSHOT_COLUMNS = [CUSTOMER_ID, "segment_key", "segment_since", "changed_at"]
+TABLE_COLUMNS = {name: [column for column, _ in spec.columns] for name, spec in TABLES.items()}
 
 
 @dataclass
@@ -35,9 +38,15 @@ class Publication:
     drift: dict[str, float | None] = field(default_factory=dict)
     keys: dict[int, str] = field(default_factory=dict)  # cluster label -> segment key
     migration: pd.DataFrame = field(default_factory=pd.DataFrame)  # last publication's keys x this run's
+    status: str = "published"  # or "scored": customers assigned to the published segments
+    message: str = "published"
 
     def table(self, name: str) -> pd.DataFrame:
         return next(w.rows for w in self.writes if w.name == name).to_pandas()
+
+    def including(self, write: TableWrite) -> Publication:
+        """The same publication with one more table written in the same swap."""
+        return replace(self, writes=[*self.writes, write])
 
 
 def as_of_timestamp(as_of: date) -> pd.Timestamp:
@@ -316,13 +325,119 @@ def build_publication(
     )
 
 
+def scored_membership(
+    scored: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    changes_on_as_of: pd.DataFrame,
+    names: dict[str, str],
+    run_id: str,
+    as_of: date,
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The snapshot with the scored customers' rows updated, the as-of date's net changes, and how
+    many customers this run moved. Customers who were not scored keep their rows untouched."""
+    stamp = as_of_timestamp(as_of)
+    current = snapshot.set_index(CUSTOMER_ID)
+    incoming = scored.set_index(CUSTOMER_ID)["segment_key"]
+    prior = current["segment_key"].reindex(incoming.index)
+    moving = incoming.index[prior.to_numpy() != incoming.to_numpy()]
+    if len(moving) == 0:
+        return snapshot, changes_on_as_of, 0
+
+    earlier = changes_on_as_of.set_index(CUSTOMER_ID).reindex(moving)  # moved already on this date
+    had_change = earlier["run_id"].notna().to_numpy()
+    start_key = np.where(had_change, earlier["from_segment_key"], current["segment_key"].reindex(moving))
+    since_before = current["segment_since"].reindex(moving)
+    start_since = np.where(had_change, earlier["from_segment_since"], since_before)
+    to_key = incoming.loc[moving].to_numpy()
+    back_to_start = pd.notna(start_key) & (start_key == to_key)
+
+    rows = pd.DataFrame(
+        {
+            CUSTOMER_ID: moving,
+            "segment_key": to_key,
+            "segment_name": [names[key] for key in to_key],
+            "segment_since": np.where(back_to_start, start_since, as_of),
+            "changed_at": np.where(back_to_start, pd.to_datetime(start_since), stamp),
+        }
+    )
+    rows["changed_at"] = pd.to_datetime(rows["changed_at"])
+    kept = snapshot[~snapshot[CUSTOMER_ID].isin(moving)]
+    updated = pd.concat([kept, rows[kept.columns]], ignore_index=True)
+
+    net = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "as_of": as_of,
+            CUSTOMER_ID: moving,
+            "from_segment_key": start_key,
+            "to_segment_key": to_key,
+            "change_type": np.where(pd.isna(start_key), "entered", "moved"),
+            "from_segment_since": start_since,
+            "changed_at": stamp,
+        }
+    )[~back_to_start]
+    others = changes_on_as_of[~changes_on_as_of[CUSTOMER_ID].isin(moving)]
+    changes = pd.concat([others, net[others.columns] if len(others.columns) else net], ignore_index=True)
+    return (
+        updated.sort_values(CUSTOMER_ID, kind="stable").reset_index(drop=True),
+        changes.sort_values(CUSTOMER_ID, kind="stable").reset_index(drop=True),
+        len(moving),
+    )
+
+
+def build_scored_publication(
+    scored: pd.DataFrame, stored: StoredState, ledger: RunLedger, model_run_id: str
+) -> Publication:
+    """The tables a scoring run rewrites: the snapshot and the as-of date's changes."""
+    if stored.snapshot is None or stored.snapshot_as_of is None:
+        raise ConfigError("nothing is published yet: run `segflow run` before scoring")
+    if ledger.as_of < stored.snapshot_as_of:
+        raise ConfigError(
+            f"as-of {ledger.as_of} is before the current publication ({stored.snapshot_as_of}); "
+            "scoring an older date would rewind the CRM"
+        )
+    definitions = stored.definitions if stored.definitions is not None else pd.DataFrame()
+    names = dict(zip(definitions.get("segment_key", []), definitions.get("segment_name", []), strict=True))
+    names.setdefault(NOISE_SEGMENT_KEY, NOISE_NAME)
+    empty_changes = pd.DataFrame(columns=TABLE_COLUMNS["segment_changes"])
+    changes_today = stored.changes_on_as_of if stored.changes_on_as_of is not None else empty_changes
+    snapshot, changes, moved = scored_membership(
+        scored, stored.snapshot, changes_today, names, ledger.run_id, ledger.as_of
+    )
+    id_type = ledger.id_type
+    return Publication(
+        run_id=ledger.run_id,
+        as_of=ledger.as_of,
+        writes=[
+            TableWrite("customer_segments", to_arrow("customer_segments", snapshot, id_type), "all"),
+            TableWrite("segment_changes", to_arrow("segment_changes", changes, id_type), "as_of"),
+        ],
+        counts={
+            "customers": len(scored),
+            "changes": moved,
+            "segments": int(scored["segment_key"].nunique()),
+            "new_segments": 0,
+            "quarantined_rows": len(ledger.quarantine),
+        },
+        status="scored",
+        message=(
+            f"scored {len(scored):,} customers with the model of run {model_run_id}; "
+            f"{moved:,} moved or entered"
+        ),
+    )
+
+
 def publication_writes(
     publication: Publication, ledger: RunLedger, run_facts: dict[str, Any]
 ) -> list[TableWrite]:
     """The segment tables plus the run's segmentation_runs row and quarantine."""
     override = run_facts.get("gate_override")
-    message = "published" if override is None else f"published despite the gate, on override: {override}"
-    run_row = ledger.row("published", message, rows_published=publication.counts["customers"], **run_facts)
+    message = publication.message
+    if override is not None:
+        message = f"published despite the gate, on override: {override}"
+    run_row = ledger.row(
+        publication.status, message, rows_published=publication.counts["customers"], **run_facts
+    )
     return [*publication.writes, *ledger.writes(run_row)]
 
 
@@ -375,9 +490,22 @@ def record_run_task(
     get_run_logger().warning("run %s as of %s ended %s: %s", ledger.run_id, ledger.as_of, status, message)
 
 
-def record_failure(stores: list[PublicationStore], ledger: RunLedger, error: BaseException) -> None:
-    """Best effort: note an unexpected failure in segmentation_runs, never masking the error itself."""
+@contextmanager
+def failures_recorded(stores: list[PublicationStore], ledger: RunLedger) -> Iterator[None]:
+    """Note a failure of the block in segmentation_runs unless it was recorded where it was decided
+    (with its gate checks, say), then let it propagate."""
     try:
-        record_run(stores, ledger, "failed", f"{type(error).__name__}: {error}")
+        yield
+    except Exception as error:
+        if not getattr(error, "recorded", False):
+            record_failure(stores, ledger, error)
+        raise
+
+
+def record_failure(stores: list[PublicationStore], ledger: RunLedger, error: BaseException) -> None:
+    """Best effort: note a failure in segmentation_runs, never masking the error itself."""
+    status = "failed_contract" if isinstance(error, ContractViolation) else "failed"
+    try:
+        record_run(stores, ledger, status, f"{type(error).__name__}: {error}")
     except Exception as recording_error:  # the store itself may be what failed
         get_run_logger().error("could not record the failed run %s: %s", ledger.run_id, recording_error)
