@@ -16,6 +16,8 @@ from segflow.errors import ConfigError
 CUSTOMER_ID = "customer_id"
 MISSING_CATEGORY = "missing"
 OTHER_CATEGORY = "other"
+# control characters, soft hyphen, zero-width and bidi formatting characters, byte order mark
+INVISIBLE_CHARACTERS = "[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 
 
 @dataclass
@@ -65,8 +67,16 @@ def choose_columns(
 
 
 def normalise_categories(values: pd.Series) -> pd.Series:
-    """Trim and lower-case category text, so 'Email ' and 'email' are one category."""
-    text = values.astype("string").str.strip().str.casefold()
+    """Category text in one Unicode form (NFKC), without control or invisible characters (NUL,
+    zero-width spaces, bidi marks), trimmed and lower-cased: 'Email ', 'e\u200bmail' and 'email'
+    are one category, and so are a composed and a decomposed 'café'."""
+    text = (
+        values.astype("string")
+        .str.normalize("NFKC")
+        .str.replace(INVISIBLE_CHARACTERS, "", regex=True)
+        .str.strip()
+        .str.casefold()
+    )
     return text.mask(text.isna() | (text == ""), MISSING_CATEGORY).astype(object)
 
 

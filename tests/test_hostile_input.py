@@ -5,6 +5,7 @@ file, or handled correctly and never executed. tests/BAD_INPUTS.md lists them ("
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import unicodedata
@@ -318,23 +319,46 @@ ODD_IDS = [
 ]
 
 
+CHANNEL_SPELLINGS = {
+    "café": [
+        unicodedata.normalize("NFC", "Café"),
+        unicodedata.normalize("NFD", "Café"),
+        "caf\u00e9\u200b",
+        "\u200fCAFÉ",
+    ],
+    "web": ["web", "W\u200beb", "web\x00", "\ufeffweb", "\uff37\uff45\uff42"],  # fullwidth ｗｅｂ
+    "store": ["store", "\u202estore\u202c", "Store\u00ad"],
+}
+
+
 @pytest.mark.usefixtures("prefect_harness")
-def test_odd_unicode_ids_are_published_unchanged_and_distinct(tmp_path, capsys, monkeypatch):
+def test_odd_unicode_ids_are_published_unchanged_and_categories_unified(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     transactions = unseen_transactions()
     plain = sorted(transactions["KundenNr"].unique())
     renamed = {old: ODD_IDS[i] if i < len(ODD_IDS) else f"C{old}" for i, old in enumerate(plain)}
     transactions["KundenNr"] = transactions["KundenNr"].map(renamed)
     transactions.to_parquet(tmp_path / "zahlungen.parquet")
-    code, stderr = run(capsys, "--config", str(write_config(tmp_path, base_config(tmp_path))))
+    spellings = [spelling for variants in CHANNEL_SPELLINGS.values() for spelling in variants]
+    ids = list(renamed.values())
+    customers = pd.DataFrame(
+        {"KundenNr": ids, "Kanal": [spellings[i % len(spellings)] for i in range(len(ids))]}
+    )
+    customers.to_parquet(tmp_path / "kunden.parquet")
+    raw = base_config(tmp_path, features={"categorical": ["Kanal"]})
+    raw["sources"]["customers"] = {"uri": str(tmp_path / "kunden.parquet"), "id_column": "KundenNr"}
+    code, stderr = run(capsys, "--config", str(write_config(tmp_path, raw)))
     assert code == 0, stderr
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as connection:
         warehouse_ids = [
             row[0] for row in connection.sql("SELECT customer_id FROM segments.customer_segments").fetchall()
         ]
+        details = connection.sql("SELECT details FROM segments.segmentation_runs").fetchall()[0][0]
     parquet_ids = pq.read_table(tmp_path / "pq" / "current" / "customer_segments.parquet").column(
         "customer_id"
     )
     for published in (warehouse_ids, parquet_ids.to_pylist()):
         assert len(published) == len(set(published)) == 1200
         assert set(ODD_IDS) <= set(published)  # byte for byte: no normalising, trimming or merging
+    categories = json.loads(details)["preprocess"]["categories"]["Kanal"]
+    assert sorted(categories) == sorted(CHANNEL_SPELLINGS)  # one category per meaning
