@@ -133,6 +133,11 @@ class ClusteringConfig(StrictModel):
     auto_candidates: tuple[str, ...] = ("kmeans", "agglomerative", "hdbscan")
     # a density result leaving more than this share of rows as noise cannot win auto
     max_noise_share: float = Field(0.3, ge=0.0, le=1.0)
+    # segment sizes a usable segmentation has (shares of the scored rows, as the gate's rules of
+    # the same names measure them): the k search and auto choose among the candidates within
+    # these bounds, and among all candidates only when none is within them
+    min_segment_share: float = Field(0.01, ge=0.0, le=1.0)
+    max_segment_share: float = Field(0.8, ge=0.0, le=1.0)
     # kmeans switches to MiniBatchKMeans above this many rows. The full-data fit starts from the
     # sample's centres, so Lloyd converges in 2-3 passes (0.2-0.4 s at 1M x 10); MiniBatchKMeans'
     # stopping rule took 20-635 steps (0.2-5.4 s) there depending on the seed, hence the high default.
@@ -143,7 +148,7 @@ class ClusteringConfig(StrictModel):
     clara_draws: int = Field(5, ge=1, le=100)
     clara_sample_size: int = Field(1_000, ge=50)
     # density methods: eps defaults to the k-distance knee, min_samples to 2 x features,
-    # min_cluster_size (hdbscan, optics with xi) to 1% of the fit sample
+    # min_cluster_size to min_segment_share of the fit sample (smaller clusters are noise)
     eps: float | None = Field(None, gt=0.0)
     min_samples: int | None = Field(None, ge=2)
     min_cluster_size: int | None = Field(None, ge=2)

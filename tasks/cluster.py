@@ -17,15 +17,18 @@ the rest the same way for all of them:
   compared on the same rows. The sample's distance matrix is computed once and reused.
 - Choosing k: among the candidates whose silhouette is within `score_margin` (absolute, in
   silhouette units) of the best, the smallest k wins; silhouette is flat across neighbouring k,
-  and the argmax tends to split real segments.
+  and the argmax tends to split real segments. Candidates whose segment shares fall outside
+  [`min_segment_share`, `max_segment_share`] compete only when no candidate is within them: a
+  hierarchy's k=2 that splits off one outlying group often ties the real split on silhouette.
 - `auto` searches each of `auto_candidates` on the same samples, drops density results that
   leave more than `max_noise_share` of the rows as noise, and among those within `score_margin`
   of the best silhouette picks the one listed first in the registry (partitioning before
   hierarchical before density: the simplest model that scores as well).
 - Segments are numbered by size, largest first; -1 is noise (density methods only).
 - Density defaults: min_samples = 2 x features; eps = the knee of the sorted k-distance curve
-  of the fit sample. OPTICS cuts its reachability plot at that eps unless `xi` is set (xi
-  steep-area extraction fragmented moons and circles in our trials).
+  of the fit sample; min_cluster_size = `min_segment_share` of the fit sample (clusters smaller
+  than that are noise, for DBSCAN and OPTICS too). OPTICS cuts its reachability plot at that
+  eps unless `xi` is set (xi steep-area extraction fragmented moons and circles in our trials).
 
 `clarans` is CLARA with FasterPAM (Schubert & Rousseeuw 2021, "FasterCLARA"), not true
 CLARANS: CLARANS is a sequential randomised swap search whose cost is a Python loop over
@@ -71,8 +74,6 @@ KMEANS_RESTARTS = 4
 # the fit sample. Measured on 1M x 10 rows: 0.5% gave ~150-5,500 subclusters and 16-37 s,
 # 2% gave 12-1,300 and 9-19 s; 1% keeps the CF tree fine-grained and the fit under ~25 s.
 BIRCH_NEIGHBOURHOOD_SHARE = 0.01
-# HDBSCAN/OPTICS minimum cluster size when not configured: this share of the fit sample
-MIN_CLUSTER_SHARE = 0.01
 DISTANCE_BLOCK_ROWS = 2_048
 
 
@@ -437,13 +438,36 @@ def cut_linkage(merges: np.ndarray, n_clusters: int) -> np.ndarray:
 
 def fit_dbscan(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[None, Fit]:
     min_samples, eps, eps_from = _density_scale(rows, settings)
+    min_cluster_size = _min_cluster_size(rows, settings)
     estimator = DBSCAN(eps=eps, min_samples=min_samples).fit(rows)
-    labels = estimator.labels_.astype(np.int64)
+    labels = without_small_clusters(estimator.labels_, min_cluster_size)
     core = estimator.core_sample_indices_
+    core = core[labels[core] >= 0]
     rule = NearestReferenceWithin(
         rows[core], labels[core], np.full(len(core), eps), "nearest core point within eps"
     )
-    return {None: Fit(labels, rule, {"eps": eps, "eps_from": eps_from, "min_samples": min_samples})}
+    params = {
+        "eps": eps,
+        "eps_from": eps_from,
+        "min_samples": min_samples,
+        "min_cluster_size": min_cluster_size,
+    }
+    return {None: Fit(labels, rule, params)}
+
+
+def without_small_clusters(labels: np.ndarray, min_cluster_size: int) -> np.ndarray:
+    """Clusters with fewer than min_cluster_size members become noise; the rest are renumbered 0..m-1.
+
+    An eps cut keeps any pocket of min_samples dense rows as a cluster (a few dozen customers
+    of 20,000 on the demo); HDBSCAN and OPTICS' xi extraction drop such pockets by
+    min_cluster_size, and so does this, for DBSCAN and OPTICS' eps cut.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels[labels >= 0], minlength=1)
+    kept = np.flatnonzero(sizes >= min_cluster_size)
+    renumber = np.full(len(sizes), -1, dtype=np.int64)
+    renumber[kept] = np.arange(len(kept))
+    return np.where(labels >= 0, renumber[np.maximum(labels, 0)], -1)
 
 
 def _density_scale(rows: np.ndarray, settings: dict) -> tuple[int, float, str]:
@@ -486,17 +510,17 @@ def fit_optics(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[No
     at xi=0.05, depending on min_samples and min_cluster_size), hence the eps cut by default.
     """
     min_samples, eps, eps_from = _density_scale(rows, settings)
+    min_cluster_size = _min_cluster_size(rows, settings)
     if settings["xi"] is None:
         options = {"cluster_method": "dbscan", "eps": eps}
         params = {"extraction": "reachability cut at eps", "eps": eps, "eps_from": eps_from}
     else:
-        min_cluster_size = _min_cluster_size(rows, settings)
         options = {"cluster_method": "xi", "xi": settings["xi"], "min_cluster_size": min_cluster_size}
-        params = {"extraction": "xi", "xi": settings["xi"], "min_cluster_size": min_cluster_size}
+        params = {"extraction": "xi", "xi": settings["xi"]}
     # OPTICS validates its inputs again for every row it expands; the rows are already checked.
     with config_context(assume_finite=True, skip_parameter_validation=True):
         estimator = OPTICS(min_samples=min_samples, **options).fit(rows)
-    labels = estimator.labels_.astype(np.int64)
+    labels = without_small_clusters(estimator.labels_, min_cluster_size)
     # A cluster's reach is the largest reachability inside it (its first point's reachability is
     # the jump into the cluster, so it does not count). A member reaches a new row if both its
     # core distance and its distance to the row are within its cluster's reach.
@@ -515,14 +539,16 @@ def fit_optics(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[No
         reach[labels[members]],
         "nearest cluster member within the cluster's reachability",
     )
-    return {None: Fit(labels, rule, {"min_samples": min_samples, **params})}
+    params = {"min_samples": min_samples, "min_cluster_size": min_cluster_size, **params}
+    return {None: Fit(labels, rule, params)}
 
 
 def _min_cluster_size(rows: np.ndarray, settings: dict) -> int:
-    return settings["min_cluster_size"] or max(5, math.ceil(MIN_CLUSTER_SHARE * len(rows)))
+    """Configured, or the smallest usable segment's share (min_segment_share) of the fit rows."""
+    return settings["min_cluster_size"] or max(5, math.ceil(settings["min_segment_share"] * len(rows)))
 
 
-DENSITY_PARAMS = ("min_samples", "min_cluster_size")
+DENSITY_PARAMS = ("min_samples", "min_cluster_size", "min_segment_share")
 ALGORITHMS: dict[str, Algorithm] = {
     entry.name: entry
     for entry in (
@@ -533,7 +559,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("agglomerative", "hierarchical", True, ("linkage",), fit_agglomerative),
         Algorithm("diana", "hierarchical", True, (), fit_diana),
         Algorithm("hdbscan", "density", False, DENSITY_PARAMS, fit_hdbscan),
-        Algorithm("dbscan", "density", False, ("eps", "min_samples"), fit_dbscan),
+        Algorithm("dbscan", "density", False, ("eps", *DENSITY_PARAMS), fit_dbscan),
         Algorithm("optics", "density", False, ("eps", *DENSITY_PARAMS, "xi"), fit_optics),
     )
 }
@@ -625,6 +651,7 @@ class Candidate:
     scores: dict
     segment_sizes: list[int]
     k_search: list[dict] = field(default_factory=list)
+    sizes_within_bounds: bool = True
 
     @property
     def silhouette(self) -> float | None:
@@ -659,22 +686,24 @@ def search(
     scored = {}
     for k, fit in fits.items():
         labels = _score_sample_labels(fit, matrix, samples)
-        scored[k] = (scorer.scores(labels), _sizes(labels))
+        sizes = _sizes(labels)
+        scored[k] = (scorer.scores(labels), sizes, sizes_within_bounds(sizes, len(labels), config))
     k_search = (
         [
             {
                 "k": k,
                 "n_segments": len(sizes),
                 **{name: scores[name] for name in ("silhouette", "calinski_harabasz", "davies_bouldin")},
+                "sizes_within_bounds": within,
             }
-            for k, (scores, sizes) in scored.items()
+            for k, (scores, sizes, within) in scored.items()
         ]
         if algorithm.takes_k
         else []
     )
     chosen = choose_k(k_search, config.score_margin) if algorithm.takes_k else None
-    scores, sizes = scored[chosen]
-    return Candidate(algorithm, fits[chosen], scores, sizes, k_search)
+    scores, sizes, within = scored[chosen]
+    return Candidate(algorithm, fits[chosen], scores, sizes, k_search, within)
 
 
 def _score_sample_labels(fit: Fit, matrix: np.ndarray, samples: Samples) -> np.ndarray:
@@ -688,17 +717,30 @@ def _sizes(labels: np.ndarray) -> list[int]:
     return sorted(np.bincount(labels[labels >= 0]).tolist(), reverse=True) if (labels >= 0).any() else []
 
 
+def sizes_within_bounds(sizes: list[int], n_rows: int, config: ClusteringConfig) -> bool:
+    """Whether every segment's share of the scored rows is within the configured segment share bounds."""
+    return bool(sizes) and (
+        sizes[-1] >= config.min_segment_share * n_rows and sizes[0] <= config.max_segment_share * n_rows
+    )
+
+
 def choose_k(k_search: list[dict], margin: float) -> int:
-    """The smallest k whose silhouette is within `margin` (absolute) of the best."""
+    """The smallest k whose silhouette is within `margin` (absolute) of the best.
+
+    Only the k whose segment sizes are within bounds compete, unless none is: otherwise "one
+    outlying group against everyone else" (a 90% segment) wins near-ties with real splits.
+    """
     scored = [row for row in k_search if row["silhouette"] is not None]
     if not scored:
         raise SegflowError(f"no k in {[row['k'] for row in k_search]} gave two or more segments to score")
+    scored = [row for row in scored if row.get("sizes_within_bounds", True)] or scored
     best = max(row["silhouette"] for row in scored)
     return min(row["k"] for row in scored if row["silhouette"] >= best - margin)
 
 
 def choose_candidate(candidates: list[Candidate], config: ClusteringConfig) -> Candidate:
-    """Best sampled silhouette within the margin, simplest algorithm first; too noisy results cannot win."""
+    """Best sampled silhouette within the margin, simplest algorithm first; too noisy results cannot win,
+    and results with segment sizes out of bounds win only when every result has them."""
     eligible = [
         candidate
         for candidate in candidates
@@ -713,6 +755,7 @@ def choose_candidate(candidates: list[Candidate], config: ClusteringConfig) -> C
             "auto clustering found no usable segmentation (two or more segments and at most "
             f"{config.max_noise_share:.0%} noise): {summary}"
         )
+    eligible = [candidate for candidate in eligible if candidate.sizes_within_bounds] or eligible
     best = max(candidate.silhouette for candidate in eligible)
     close = [c for c in eligible if c.silhouette >= best - config.score_margin]
     return min(close, key=lambda candidate: SIMPLICITY[candidate.algorithm.name])

@@ -208,9 +208,50 @@ def test_smallest_k_within_the_margin_wins():
     assert choose_k([{"k": 2, "silhouette": None}, {"k": 3, "silhouette": 0.4}], 0.02) == 3
 
 
-def candidate(name: str, silhouette: float, noise_share: float = 0.0) -> Candidate:
+def test_k_with_segment_sizes_out_of_bounds_competes_only_when_no_k_is_within():
+    lopsided = {"k": 2, "silhouette": 0.90, "sizes_within_bounds": False}
+    split = [{"k": 4, "silhouette": 0.55, "sizes_within_bounds": True}, {"k": 5, "silhouette": 0.62}]
+    split[1]["sizes_within_bounds"] = True
+    assert choose_k([lopsided, *split], 0.01) == 5
+    assert choose_k([lopsided, {**split[0], "sizes_within_bounds": False}], 0.01) == 2
+
+
+def test_sizes_within_bounds_measures_shares_of_all_scored_rows():
+    config = ClusteringConfig(min_segment_share=0.05, max_segment_share=0.8)
+    assert cluster.sizes_within_bounds([80, 15, 5], 100, config)
+    assert not cluster.sizes_within_bounds([81, 15, 4], 100, config)
+    assert not cluster.sizes_within_bounds([70, 26, 4], 100, config)
+    assert not cluster.sizes_within_bounds([40, 4], 100, config)  # 56 noise rows count in the whole
+    assert not cluster.sizes_within_bounds([], 100, config)
+
+
+def far_group_and_four_near() -> tuple[np.ndarray, np.ndarray]:
+    """Four overlapping-ish groups and one far away (8% of the rows): k=2 has by far the best
+    silhouette (0.90 against 0.62 at the planted k=5) but puts 92% of the rows in one segment."""
+    rng = np.random.default_rng(0)
+    centres = np.vstack([rng.uniform(-4, 4, (4, 5)), np.full((1, 5), 30.0)])
+    return make_blobs(n_samples=[700, 600, 500, 400, 200], centers=centres, random_state=0)
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "birch", "agglomerative", "diana"])
+def test_a_far_outlying_group_does_not_win_the_k_search_with_a_lopsided_split(algorithm):
+    features, planted = far_group_and_four_near()
+    config = ClusteringConfig(algorithm=algorithm, fit_sample_size=1_500)
+    segmentation = fit_segmentation(features, config)
+    assert segmentation.n_segments == 5
+    assert adjusted_rand_score(planted, segmentation.labels) >= 0.95
+    by_k = {row["k"]: row for row in segmentation.k_search}
+    assert by_k[2]["silhouette"] > by_k[5]["silhouette"] + 0.2 and not by_k[2]["sizes_within_bounds"]
+    unbounded = fit_segmentation(features, config.model_copy(update={"max_segment_share": 1.0}))
+    assert unbounded.n_segments == 2
+
+
+def candidate(
+    name: str, silhouette: float, noise_share: float = 0.0, sizes_within_bounds: bool = True
+) -> Candidate:
     fit = Fit(np.zeros(3, dtype=np.int64), NearestCentre(np.zeros((1, 2))), {})
-    return Candidate(ALGORITHMS[name], fit, {"silhouette": silhouette, "noise_share": noise_share}, [3])
+    scores = {"silhouette": silhouette, "noise_share": noise_share}
+    return Candidate(ALGORITHMS[name], fit, scores, [3], sizes_within_bounds=sizes_within_bounds)
 
 
 def test_auto_prefers_the_simplest_close_candidate_and_rejects_noisy_ones():
@@ -221,6 +262,10 @@ def test_auto_prefers_the_simplest_close_candidate_and_rejects_noisy_ones():
     assert choose_candidate(noisy, config).algorithm.name == "kmeans"
     clear = [candidate("kmeans", 0.60), candidate("hdbscan", 0.75, noise_share=0.1)]
     assert choose_candidate(clear, config).algorithm.name == "hdbscan"
+    lopsided = [candidate("kmeans", 0.60), candidate("hdbscan", 0.75, sizes_within_bounds=False)]
+    assert choose_candidate(lopsided, config).algorithm.name == "kmeans"
+    all_lopsided = [candidate("kmeans", 0.60, sizes_within_bounds=False), lopsided[1]]
+    assert choose_candidate(all_lopsided, config).algorithm.name == "hdbscan"
 
 
 @pytest.mark.parametrize("data", ["moons", "customers"])
@@ -333,6 +378,34 @@ def test_a_density_fit_that_finds_only_noise_is_reported_not_hidden(algorithm):
     assert segmentation.centers.shape == (0, features.shape[1]) and len(segmentation.exemplars) == 0
     assert segmentation.scores["silhouette"] is None and segmentation.scores["noise_share"] == 1.0
     assert (assign_segments(segmentation, features[:10]) == -1).all()
+
+
+def test_small_clusters_become_noise_and_the_rest_are_renumbered():
+    labels = np.array([0, 0, 0, 1, 2, 2, 2, 2, -1, 1])
+    assert cluster.without_small_clusters(labels, 3).tolist() == [0, 0, 0, -1, 1, 1, 1, 1, -1, -1]
+    assert cluster.without_small_clusters(np.full(4, -1), 3).tolist() == [-1] * 4
+
+
+@pytest.mark.parametrize("algorithm", DENSITY_ALGORITHMS)
+def test_a_dense_pocket_smaller_than_a_usable_segment_is_noise(algorithm):
+    """A tight pocket of 0.5% of the rows is a DBSCAN cluster at the knee eps; with the smallest usable
+    segment at 1% it is noise for every density method, and at 0.25% it is a segment of its own."""
+    features, planted = make_blobs(
+        n_samples=[1_200, 800, 10],
+        centers=[[0, 0], [8, 8], [-8, 8]],
+        cluster_std=[1.0, 1.0, 0.05],
+        random_state=3,
+    )
+    pocket = planted == 2
+    segmentation = fit_segmentation(features, ClusteringConfig(algorithm=algorithm))
+    assert segmentation.n_segments == 2 and (segmentation.labels[pocket] == -1).all()
+    assert segmentation.params["min_cluster_size"] == 21
+    members = (segmentation.labels >= 0) & ~pocket
+    assert members.mean() >= 0.85  # the blobs' tails may be noise too
+    assert adjusted_rand_score(planted[members], segmentation.labels[members]) == 1.0
+    smaller = fit_segmentation(features, ClusteringConfig(algorithm=algorithm, min_segment_share=0.0025))
+    [pocket_segment] = np.unique(smaller.labels[pocket])
+    assert pocket_segment >= 0 and (smaller.labels[~pocket] != pocket_segment).all()
 
 
 @pytest.mark.parametrize("algorithm", [*K_ALGORITHMS, *DENSITY_ALGORITHMS])
