@@ -11,8 +11,9 @@ from prefect.logging import get_run_logger
 
 from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation
-from segflow.flows.segmentation import checked_sources, stop
-from segflow.ledger import RunLedger
+from segflow.flows.segmentation import checked_sources, run_ledger, stop
+from segflow.locks import one_writer
+from segflow.notify import notify_hook
 from segflow.stores import open_stores
 from segflow.tasks.features import feature_quarantine, features_task
 from segflow.tasks.publish import build_scored_publication, failures_recorded, publish_task, read_state_task
@@ -20,14 +21,19 @@ from segflow.tasks.quality import output_contract_task
 from segflow.tasks.score import load_model_task, score_task
 
 
-@flow(name="scoring", flow_run_name="scoring-{as_of}")
+@flow(
+    name="scoring",
+    flow_run_name="scoring-{as_of}",
+    on_failure=[notify_hook],
+    on_completion=[notify_hook],
+)
 def scoring_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, Any]:
     """Assign the customers of the configured sources to the current segments and publish them;
     every other customer's row stays as it is."""
-    ledger = RunLedger(as_of=as_of or date.today())
+    ledger = run_ledger(as_of)
     stores = open_stores(config.publish)
-    model = load_model_task(stores[0])
-    with failures_recorded(stores, ledger):
+    with one_writer(config.publish), failures_recorded(stores, ledger):
+        model = load_model_task(stores[0])
         sources = checked_sources(config, ledger, stores)
         never_bought_days = (
             None
@@ -47,6 +53,7 @@ def scoring_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, 
         counts = publish_task(stores, publication, ledger, run_facts)
     get_run_logger().info("run %s as of %s scored: %s", ledger.run_id, ledger.as_of, counts)
     return {
+        "status": "scored",
         "run_id": ledger.run_id,
         "as_of": ledger.as_of.isoformat(),
         "model_run_id": model.run_id,

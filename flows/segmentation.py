@@ -8,10 +8,13 @@ from typing import Any, NoReturn
 
 from prefect import flow
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation, GateRejected, SegflowError
 from segflow.ledger import RunLedger
+from segflow.locks import one_writer
+from segflow.notify import notify_hook
 from segflow.stores import PublicationStore, open_stores
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.features import feature_quarantine, features_task
@@ -57,12 +60,23 @@ def checked_sources(config: SegflowConfig, ledger: RunLedger, stores: list[Publi
     return checked.passed
 
 
-@flow(name="segmentation", flow_run_name="segmentation-{as_of}")
+def run_ledger(as_of: date | None) -> RunLedger:
+    """The run's ledger, its id taken from the Prefect flow run so that a flow retry is the same run."""
+    as_of = as_of or date.today()
+    return RunLedger(as_of=as_of, run_id=f"{as_of:%Y%m%d}-{flow_run.id.replace('-', '')[:10]}")
+
+
+@flow(
+    name="segmentation",
+    flow_run_name="segmentation-{as_of}",
+    on_failure=[notify_hook],
+    on_completion=[notify_hook],
+)
 def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, Any]:
     """Segment the customer base as of a business date and publish it, or publish nothing."""
-    ledger = RunLedger(as_of=as_of or date.today())
+    ledger = run_ledger(as_of)
     stores = open_stores(config.publish)
-    with failures_recorded(stores, ledger):
+    with one_writer(config.publish), failures_recorded(stores, ledger):
         sources = checked_sources(config, ledger, stores)
         features = features_task(sources, config.sources, ledger.as_of, config.features.rfm)
         ledger.add_quarantine(feature_quarantine(features, config.sources))
@@ -136,6 +150,7 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
         counts = publish_task(stores, publication.including(model_write(model)), ledger, run_facts)
     get_run_logger().info("run %s as of %s published: %s", ledger.run_id, ledger.as_of, counts)
     return {
+        "status": "published",
         "run_id": ledger.run_id,
         "as_of": ledger.as_of.isoformat(),
         **counts,

@@ -208,6 +208,8 @@ class PublishConfig(StrictModel):
     schema_name: str = Field("segments", alias="schema")
     reports: Path | None = Path("segflow_output/reports")  # one HTML report per run
     password_secret: str | None = None  # name of a Prefect Secret block holding the warehouse password
+    # a run waits this long for another run writing to the same targets, then gives up (exit 1)
+    lock_timeout_seconds: float = Field(3600.0, ge=0.0)
 
     @field_validator("schema_name")
     @classmethod
@@ -245,6 +247,32 @@ class ResourcesConfig(StrictModel):
     memory_budget_gb: float | None = Field(None, gt=0)
 
 
+class NotifyConfig(StrictModel):
+    """Who hears about a run that failed or was rejected: a webhook, a Prefect notification block."""
+
+    webhook_url: str | None = None  # receives a JSON POST
+    block: str | None = None  # a Prefect notification block's name, e.g. "slack-webhook/on-call"
+    on: tuple[Literal["failed", "failed_contract", "rejected", "published", "scored"], ...] = (
+        "failed",
+        "failed_contract",
+        "rejected",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return url
+
+    @field_validator("block")
+    @classmethod
+    def _block_slug(cls, slug: str | None) -> str | None:
+        if slug is not None and slug.count("/") != 1:
+            raise ValueError("block must be 'block-type/block-name', e.g. 'slack-webhook/on-call'")
+        return slug
+
+
 class SegflowConfig(StrictModel):
     """Everything a run needs to know, validated before any data is read."""
 
@@ -255,6 +283,7 @@ class SegflowConfig(StrictModel):
     gate: GateConfig = Field(default_factory=GateConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

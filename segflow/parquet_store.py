@@ -87,6 +87,12 @@ class ParquetStore:
             return pd.DataFrame()
         return runs.sort_values("started_at", ascending=False).head(limit).reset_index(drop=True)
 
+    def run_status(self, run_id: str) -> str | None:
+        runs = self._read(self.current, "segmentation_runs") if self.current.exists() else None
+        if runs is None or not (runs["run_id"] == run_id).any():
+            return None
+        return str(runs.loc[runs["run_id"] == run_id, "status"].iloc[0])
+
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         previous = self.current.resolve() if self.current.exists() else None
         self.publications.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,32 @@ class PublicationStore(Protocol):
 
     def read_runs(self, limit: int) -> pd.DataFrame: ...
 
+    def run_status(self, run_id: str) -> str | None: ...
+
+
+class SqlReads:
+    """The reads a warehouse answers with one query over one table (`_select`)."""
+
+    placeholder: str
+
+    def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None: ...
+
+    def read_model(self) -> dict | None:
+        """The newest saved model (that of the current publication), or None."""
+        rows = self._select("segment_models", LATEST_MODEL_SQL.format(models="{table}"))
+        return None if rows is None or rows.empty else rows.iloc[0].to_dict()
+
+    def read_runs(self, limit: int) -> pd.DataFrame:
+        """The most recent segmentation_runs rows, newest first."""
+        runs = self._select("segmentation_runs", RECENT_RUNS_SQL.format(runs="{table}", limit=limit))
+        return runs if runs is not None else pd.DataFrame()
+
+    def run_status(self, run_id: str) -> str | None:
+        """The recorded status of one run, or None if it left no row here."""
+        sql = f"SELECT status FROM {{table}} WHERE run_id = {self.placeholder}"
+        rows = self._select("segmentation_runs", sql, (run_id,))
+        return None if rows is None or rows.empty else str(rows["status"].iloc[0])
+
 
 SNAPSHOT_AS_OF_SQL = (
     "SELECT max(as_of) FROM {runs} WHERE status IN ("
@@ -112,8 +138,10 @@ def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:
     return f'DELETE FROM {qualified} WHERE "{"run_id" if replace == "run" else "as_of"}" = {placeholder}'
 
 
-class DuckDBStore:
+class DuckDBStore(SqlReads):
     """A DuckDB file; every publication is one transaction."""
+
+    placeholder = "?"
 
     def __init__(self, path: str, schema: str):
         self.path = path
@@ -153,7 +181,7 @@ class DuckDBStore:
                 ),
             )
 
-    def _select(self, table: str, sql: str) -> pd.DataFrame | None:
+    def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None:
         """A query over one table, or None when the file or the table does not exist yet."""
         if not Path(self.path).exists():
             return None
@@ -164,15 +192,8 @@ class DuckDBStore:
             ).fetchall()[0][0]
             if not exists:
                 return None
-            return connection.sql(sql.format(table=self._name(table))).to_arrow_table().to_pandas()
-
-    def read_model(self) -> dict | None:
-        rows = self._select("segment_models", LATEST_MODEL_SQL.format(models="{table}"))
-        return None if rows is None or rows.empty else rows.iloc[0].to_dict()
-
-    def read_runs(self, limit: int) -> pd.DataFrame:
-        runs = self._select("segmentation_runs", RECENT_RUNS_SQL.format(runs="{table}", limit=limit))
-        return runs if runs is not None else pd.DataFrame()
+            query = connection.sql(sql.format(table=self._name(table)), params=list(parameters) or None)
+            return query.to_arrow_table().to_pandas()
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -208,10 +229,12 @@ class DuckDBStore:
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-class PostgresStore:
+class PostgresStore(SqlReads):
     """A PostgreSQL schema: rows bulk-loaded with ADBC into staging tables (committed), then
     swapped in by one short transaction. The swap waits at most `lock_timeout_seconds` for readers
     at a time and is retried, so a long-running reader delays the publication but never breaks it."""
+
+    placeholder = "$1"
 
     def __init__(
         self,
@@ -267,22 +290,14 @@ class PostgresStore:
                 ),
             )
 
-    def _select(self, table: str, sql: str) -> pd.DataFrame | None:
+    def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None:
         """A query over one table, or None when the table does not exist yet."""
         with self._connect() as connection, connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass($1)", parameters=(self._name(table),))
             if cursor.fetchone()[0] is None:
                 return None
-            cursor.execute(sql.format(table=self._name(table)))
+            cursor.execute(sql.format(table=self._name(table)), parameters=parameters or None)
             return cursor.fetch_arrow_table().to_pandas()
-
-    def read_model(self) -> dict | None:
-        rows = self._select("segment_models", LATEST_MODEL_SQL.format(models="{table}"))
-        return None if rows is None or rows.empty else rows.iloc[0].to_dict()
-
-    def read_runs(self, limit: int) -> pd.DataFrame:
-        runs = self._select("segmentation_runs", RECENT_RUNS_SQL.format(runs="{table}", limit=limit))
-        return runs if runs is not None else pd.DataFrame()
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         token = uuid.uuid4().hex[:10]

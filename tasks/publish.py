@@ -445,10 +445,16 @@ def publication_writes(
 def publish_task(
     stores: list[PublicationStore], publication: Publication, ledger: RunLedger, run_facts: dict[str, Any]
 ) -> dict[str, int]:
-    """Write the segment tables and the run's record to every target, each swapping all at once."""
+    """Write the segment tables and the run's record to every target, each swapping all at once.
+    A target that already holds this run (a retry after its commit) is left as it is."""
     writes = publication_writes(publication, ledger, run_facts)
     logger = get_run_logger()
     for store in stores:
+        if store.run_status(publication.run_id) == publication.status:
+            logger.info(
+                "publish: %s already holds run %s; not written again", store.describe(), ledger.run_id
+            )
+            continue
         store.publish(publication.as_of, writes)
         logger.info(
             "publish: %s now holds run %s (as of %s): %s",
