@@ -51,7 +51,8 @@ def choose_columns(
     if missing:
         raise ConfigError(
             f"features: column(s) {', '.join(map(repr, missing))} not found in the customer table; "
-            f"columns are {', '.join(map(str, table.columns))}"
+            f"columns are {', '.join(map(str, table.columns))} (a column its data contract marks as "
+            "personal data is withheld from the features)"
         )
     if features.numeric:
         numeric = [*rfm_columns, *[c for c in features.numeric if c not in rfm_columns]]

@@ -20,6 +20,11 @@ descriptive keys such as descriptions, classification or ``logicalTypeOptions.fo
 - ``severity``: critical or error (or none) blocks the run; warning or warn is recorded and its
   failing rows are quarantined; info is recorded only.
 
+Personal data: a property with the custom property ``personalData: true`` (the demo's email) is
+checked like any other, but its values are withheld from the quarantine's row records and its
+column from the stages after this one (features, profiles, reports), unless the config names it
+as a source's id, timestamp or amount column.
+
 Row rules with no tolerance (a failing row fails the rule) quarantine their failing rows; rules
 with a tolerance and table rules (row count, duplicate share) only produce an outcome. A
 uniqueness rule quarantines only the repeats: the first occurrence of a key that no other rule
@@ -92,6 +97,7 @@ GX_RESULT_FORMAT = {
     "partial_unexpected_count": 0,
 }
 QUARANTINE_COLUMNS = ["source", "rule", "column", "severity", "row_number", "record"]
+PERSONAL_DATA_WITHHELD = "[personal data withheld]"
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,7 @@ class CompiledContract:
     columns: dict[str, str | None]
     required: frozenset[str]
     rules: list[CompiledRule] = field(default_factory=list)
+    personal: frozenset[str] = frozenset()  # columns the contract marks as personal data
 
     @property
     def expectations(self) -> list[dict[str, Any]]:
@@ -206,6 +213,7 @@ class QualityReport:
     passed_rows: pd.DataFrame
     quarantine: pd.DataFrame
     validation_result: dict
+    personal_columns: frozenset[str] = frozenset()
 
     @property
     def blocking(self) -> list[RuleOutcome]:
@@ -280,6 +288,15 @@ def compile_contract(contract: dict, object_name: str | None = None) -> Compiled
         columns=columns,
         required=required,
         rules=rules,
+        personal=frozenset(prop["name"] for prop in properties if _is_personal(prop)),
+    )
+
+
+def _is_personal(prop: dict) -> bool:
+    """Whether a property carries the custom property personalData: true."""
+    return any(
+        custom.get("property") == "personalData" and str(custom.get("value")).strip().lower() == "true"
+        for custom in prop.get("customProperties") or []
     )
 
 
@@ -391,8 +408,9 @@ def _check_compiled(
         contract_version=compiled.version,
         outcomes=outcomes,
         passed_rows=table[kept],
-        quarantine=_quarantine_frame(table, source, failures),
+        quarantine=_quarantine_frame(table, source, failures, compiled.personal),
         validation_result=_serialisable(result),
+        personal_columns=compiled.personal,
     )
 
 
@@ -402,6 +420,7 @@ class SourcesCheck:
 
     reports: dict[str, QualityReport]
     passed: dict[str, pd.DataFrame]
+    withheld: dict[str, list[str]] = field(default_factory=dict)  # personal columns not passed on
 
     @property
     def contract_versions(self) -> dict[str, str]:
@@ -432,10 +451,17 @@ def check_sources(sources: dict[str, pd.DataFrame], config: SourcesConfig) -> So
         for name, table in sources.items()
         if name in contracts
     }
-    passed = {
-        name: reports[name].passed_rows if name in reports else table for name, table in sources.items()
-    }
-    return SourcesCheck(reports=reports, passed=passed)
+    passed = {name: table for name, table in sources.items() if name not in reports}
+    withheld = {}
+    for name, report in reports.items():
+        source = dict(config.configured())[name]
+        named = ("id_column", "timestamp_column", "amount_column")
+        needed = {getattr(source, setting, None) for setting in named}
+        personal = [c for c in report.passed_rows.columns if c in report.personal_columns - needed]
+        passed[name] = report.passed_rows.drop(columns=personal)
+        if personal:
+            withheld[name] = personal
+    return SourcesCheck(reports=reports, passed=passed, withheld=withheld)
 
 
 def raise_on_blocking(reports: list[QualityReport]) -> None:
@@ -454,6 +480,12 @@ def quality_task(
     checked = check_sources(sources, config)
     for report in checked.reports.values():
         _log_and_summarise(report)
+    for source, columns in checked.withheld.items():
+        get_run_logger().info(
+            "quality: source '%s': personal column(s) %s withheld from the features and reports",
+            source,
+            ", ".join(columns),
+        )
     if results_folder is not None and checked.reports:
         written = write_validation_results(checked, results_folder)
         get_run_logger().info("quality: validation results in %s", ", ".join(map(str, written)))
@@ -1062,14 +1094,21 @@ def _missing_column_outcome(
 
 
 def _quarantine_frame(
-    table: pd.DataFrame, source: str, failures: list[tuple[RuleOutcome, np.ndarray]]
+    table: pd.DataFrame,
+    source: str,
+    failures: list[tuple[RuleOutcome, np.ndarray]],
+    personal: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
-    """One row per (failing row, rule), with the row as JSON text."""
+    """One row per (failing row, rule), with the row as JSON text; personal values withheld (the
+    row number and id find the row in the source)."""
     if not failures:
         return _empty_quarantine()
     row_numbers = np.concatenate([rows for _, rows in failures])
     distinct_rows = np.unique(row_numbers)
-    records = np.asarray(_records_as_json(table.iloc[distinct_rows]), dtype=object)
+    failing = table.iloc[distinct_rows].astype({c: object for c in personal if c in table.columns})
+    for column in personal & set(failing.columns):
+        failing[column] = failing[column].mask(failing[column].notna(), PERSONAL_DATA_WITHHELD)
+    records = np.asarray(_records_as_json(failing), dtype=object)
     lengths = [len(rows) for _, rows in failures]
     return pd.DataFrame(
         {
