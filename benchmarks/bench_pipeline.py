@@ -1,6 +1,7 @@
 """The whole nightly run at several sizes: wall time and peak memory per stage (on demand, not CI).
 
     .venv/bin/python benchmarks/bench_pipeline.py --customers 10000 100000 1000000 [--algorithm kmeans]
+        [--no-baseline]
 
 For each size it generates (once, cached under benchmarks/data/) a customer base with planted
 segments and about ten transactions per customer, then runs the segmentation flow with the demo
@@ -11,12 +12,16 @@ the flows run inside one test harness, as with a running `prefect server`.
 
 Next to the stages it times the fastest standalone way to do the same work with the same
 libraries (read the Parquet files, aggregate RFM in DuckDB, one K-Means fit, write the snapshot as
-Parquet) and prints stage / standalone ratios.
+Parquet) and prints stage / standalone ratios. A run the gate rejects is a result too: the outcome
+line says published or rejected (with the gate's reasons), the segments and how the clustering
+sampled, as recorded in the run's `segmentation_runs` row.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import resource
 import tempfile
 import threading
@@ -34,6 +39,7 @@ from sklearn.cluster import KMeans
 
 from segflow.config import build_config
 from segflow.demo import demo_config, generate_demo_tables
+from segflow.errors import GateRejected
 
 DATA = Path(__file__).resolve().parent / "data"
 AS_OF = date(2026, 11, 1)
@@ -71,7 +77,9 @@ def dataset(customers: int) -> Path:
     return folder
 
 
-def run_flow(folder: Path, output: Path, algorithm: str, sampler: MemorySampler) -> tuple[float, list[dict]]:
+def run_flow(
+    folder: Path, output: Path, algorithm: str, sampler: MemorySampler
+) -> tuple[float, list[dict], dict]:
     from segflow.flows.segmentation import segmentation_flow
 
     raw = demo_config(output)
@@ -81,7 +89,8 @@ def run_flow(folder: Path, output: Path, algorithm: str, sampler: MemorySampler)
     start = time.time()
     state = segmentation_flow(config=config, as_of=AS_OF, return_state=True)
     wall = time.time() - start
-    state.result()  # raise if the run failed
+    with contextlib.suppress(GateRejected):
+        state.result()  # raise if the run failed for any reason but the gate
     with get_client(sync_client=True) as client:
         flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         task_runs = client.read_task_runs(flow_run_filter=flow_filter)
@@ -95,7 +104,27 @@ def run_flow(folder: Path, output: Path, algorithm: str, sampler: MemorySampler)
                 "peak_rss_gb": sampler.peak_between(begin, end) / 2**30,
             }
         )
-    return wall, stages
+    return wall, stages, run_outcome(output / "warehouse.duckdb")
+
+
+def run_outcome(warehouse: Path) -> dict:
+    """What the run recorded about itself: status, gate reasons, segments and sampling."""
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        [(status, algorithm, n_segments, reasons, parameters, scores, details)] = connection.sql(
+            "SELECT status, algorithm, n_segments, gate_reasons, parameters, scores, details "
+            "FROM segments.segmentation_runs ORDER BY started_at DESC LIMIT 1"
+        ).fetchall()
+    details = json.loads(details)
+    return {
+        "status": status,
+        "algorithm": algorithm,
+        "n_segments": n_segments,
+        "reasons": json.loads(reasons),
+        "parameters": json.loads(parameters),
+        "scores": json.loads(scores),
+        "sampling": details.get("sampling"),
+        "segment_shares": details.get("gate_measures", {}).get("segment_shares"),
+    }
 
 
 def standalone(folder: Path, output: Path) -> dict[str, float]:
@@ -130,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--algorithm", default="kmeans")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the standalone timings")
     arguments = parser.parse_args()
     sampler = MemorySampler()
     sampler.start()
@@ -139,18 +169,19 @@ def main() -> None:
             folder = dataset(customers)
             transactions = pq.ParquetFile(folder / "transactions.parquet").metadata.num_rows
             with tempfile.TemporaryDirectory() as output:
-                wall, stages = run_flow(folder, Path(output), arguments.algorithm, sampler)
-                baseline = standalone(folder, Path(output))
-            results.append((customers, transactions, wall, stages, baseline))
+                wall, stages, outcome = run_flow(folder, Path(output), arguments.algorithm, sampler)
+                baseline = {} if arguments.no_baseline else standalone(folder, Path(output))
+            results.append((customers, transactions, wall, stages, baseline, outcome))
     sampler.running = False
 
     print(f"\nalgorithm {arguments.algorithm}; Prefect server startup excluded\n")
-    for customers, transactions, wall, stages, baseline in results:
+    for customers, transactions, wall, stages, baseline, outcome in results:
         peak = max(s["peak_rss_gb"] for s in stages)
         print(
             f"### {customers:,} customers, {transactions:,} transactions: "
             f"{wall:.1f} s, peak RSS {peak:.2f} GB\n"
         )
+        print(f"outcome: {json.dumps(outcome)}\n")
         print("| stage | seconds | peak RSS (GB) | standalone (s) | ratio |")
         print("| --- | ---: | ---: | ---: | ---: |")
         totals: dict[str, float] = {}
