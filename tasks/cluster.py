@@ -75,6 +75,9 @@ KMEANS_RESTARTS = 4
 # 2% gave 12-1,300 and 9-19 s; 1% keeps the CF tree fine-grained and the fit under ~25 s.
 BIRCH_NEIGHBOURHOOD_SHARE = 0.01
 DISTANCE_BLOCK_ROWS = 2_048
+# HDBSCAN's prediction holds 2 x min_samples neighbours per row in several arrays (~3 GB for 1M
+# rows at min_samples 32); this many rows at a time keeps that to ~0.3 GB
+PREDICT_BLOCK_ROWS = 100_000
 
 
 # --------------------------------------------------------------------------- public results
@@ -156,6 +159,7 @@ class NearestReferenceWithin:
 class HdbscanApproximatePredict:
     """`hdbscan.approximate_predict`, vectorised over rows (the library loops in Python per row,
     ~55 s per million rows); same neighbours, mutual reachability and walk up the condensed tree.
+    Rows are taken in blocks of PREDICT_BLOCK_ROWS to bound memory.
     """
 
     clusterer: hdbscan.HDBSCAN
@@ -164,8 +168,14 @@ class HdbscanApproximatePredict:
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         if len(self.clusterer.prediction_data_.cluster_tree) == 0 or len(matrix) == 0:
             return np.full(len(matrix), -1, dtype=np.int64)
-        nearest, lambda_ = self._nearest_by_mutual_reachability(matrix)
-        return self._selected_cluster(nearest, lambda_)
+        return np.concatenate(
+            [
+                self._selected_cluster(
+                    *self._nearest_by_mutual_reachability(matrix[start : start + PREDICT_BLOCK_ROWS])
+                )
+                for start in range(0, len(matrix), PREDICT_BLOCK_ROWS)
+            ]
+        )
 
     def _nearest_by_mutual_reachability(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row: the training point at the smallest mutual reachability, and 1 / that distance."""

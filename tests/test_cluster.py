@@ -268,8 +268,10 @@ def test_auto_prefers_the_simplest_close_candidate_and_rejects_noisy_ones():
     assert choose_candidate(all_lopsided, config).algorithm.name == "hdbscan"
 
 
+@pytest.mark.parametrize("block_rows", [100_000, 97])
 @pytest.mark.parametrize("data", ["moons", "customers"])
-def test_vectorised_hdbscan_prediction_matches_the_library(data):
+def test_vectorised_hdbscan_prediction_matches_the_library(data, block_rows, monkeypatch):
+    monkeypatch.setattr(cluster, "PREDICT_BLOCK_ROWS", block_rows)
     features, _ = shapes_with_noise("moons") if data == "moons" else customers()
     clusterer = hdbscan.HDBSCAN(min_cluster_size=15, min_samples=4, prediction_data=True)
     clusterer.fit(features[::2])
