@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation
 from segflow.flows.segmentation import checked_sources, run_ledger, stop
+from segflow.ledger import RunLedger
 from segflow.locks import one_writer
 from segflow.notify import notify_hook
 from segflow.stores import open_stores
@@ -30,9 +31,14 @@ from segflow.tasks.score import load_model_task, score_task
 def scoring_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, Any]:
     """Assign the customers of the configured sources to the current segments and publish them;
     every other customer's row stays as it is."""
-    ledger = run_ledger(as_of)
+    with one_writer(config.publish):
+        return score_and_publish(config, run_ledger(as_of))
+
+
+def score_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, Any]:
+    """The scoring run proper, once no other run writes to its targets."""
     stores = open_stores(config.publish)
-    with one_writer(config.publish), failures_recorded(stores, ledger):
+    with failures_recorded(stores, ledger):
         model = load_model_task(stores[0])
         sources = checked_sources(config, ledger, stores)
         never_bought_days = (

@@ -74,9 +74,14 @@ def run_ledger(as_of: date | None) -> RunLedger:
 )
 def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, Any]:
     """Segment the customer base as of a business date and publish it, or publish nothing."""
-    ledger = run_ledger(as_of)
+    with one_writer(config.publish):
+        return segment_and_publish(config, run_ledger(as_of))
+
+
+def segment_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, Any]:
+    """The segmentation run proper, once no other run writes to its targets."""
     stores = open_stores(config.publish)
-    with one_writer(config.publish), failures_recorded(stores, ledger):
+    with failures_recorded(stores, ledger):
         sources = checked_sources(config, ledger, stores)
         features = features_task(sources, config.sources, ledger.as_of, config.features.rfm)
         ledger.add_quarantine(feature_quarantine(features, config.sources))

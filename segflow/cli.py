@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from segflow.config import SegflowConfig, build_config, read_config_file
 from segflow.errors import ConfigError, SegflowError
 
 DEMO_OUTPUT = Path("segflow_output")
+NIGHTLY_CRON = "0 2 * * *"
 
 
 def parse_as_of(text: str) -> date:
@@ -21,18 +24,9 @@ def parse_as_of(text: str) -> date:
         raise argparse.ArgumentTypeError(f"--as-of expects YYYY-MM-DD, got {text!r}") from error
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segflow", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="segment the customer base and publish the segments")
-    run.add_argument("--config", type=Path, help="YAML config file (default: the embedded demo)")
-    run.add_argument(
-        "--as-of",
-        type=parse_as_of,
-        default=None,
-        help="business date of the run, YYYY-MM-DD (default: today)",
-    )
-    run.add_argument(
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (default: the embedded demo)")
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -40,6 +34,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set clustering.algorithm=hdbscan",
     )
+
+
+def add_as_of_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as-of",
+        type=parse_as_of,
+        default=None,
+        help="business date of the run, YYYY-MM-DD (default: today)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="segment the customer base and publish the segments")
+    add_config_arguments(run)
+    add_as_of_argument(run)
+    score = commands.add_parser(
+        "score",
+        help="assign the customers of the configured sources to the published segments, without refitting",
+    )
+    add_config_arguments(score)
+    add_as_of_argument(score)
+    backfill = commands.add_parser("backfill", help="run the as-of dates of a range in order")
+    add_config_arguments(backfill)
+    backfill.add_argument("--from", dest="start", type=parse_as_of, required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument("--to", dest="end", type=parse_as_of, required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument("--force", action="store_true", help="run dates that are already published again")
+    runs = commands.add_parser("runs", help="list recent runs from segmentation_runs")
+    add_config_arguments(runs)
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    serve = commands.add_parser(
+        "serve", help="register the nightly and on-demand deployments and run their flow runs"
+    )
+    add_config_arguments(serve)
+    serve.add_argument("--timezone", default="UTC", help="IANA time zone of the nightly run (default UTC)")
+    serve.add_argument("--cron", default=NIGHTLY_CRON, help=f"nightly schedule (default '{NIGHTLY_CRON}')")
     docs = commands.add_parser(
         "data-docs", help="build Great Expectations Data Docs from a run's validation results"
     )
@@ -71,18 +102,10 @@ def load_run_config(config_path: Path | None, overrides: list[str]) -> SegflowCo
     return config
 
 
-def run_command(arguments: argparse.Namespace) -> int:
+def run_flow(flow_call: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+    """Run a flow; on failure print what happened and return its exit code."""
     try:
-        config = load_run_config(arguments.config, arguments.overrides)
-    except ConfigError as error:
-        print(f"segflow: {error}", file=sys.stderr)
-        return error.exit_code
-    # an unattended or air-gapped run has no business phoning home
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from segflow.flows.segmentation import segmentation_flow
-
-    try:
-        summary = segmentation_flow(config=config, as_of=arguments.as_of)
+        return 0, flow_call()
     except SegflowError as error:
         print(f"\nsegflow: run failed (exit {error.exit_code}): {error}", file=sys.stderr)
         if error.exit_code in (3, 4):
@@ -90,24 +113,123 @@ def run_command(arguments: argparse.Namespace) -> int:
                 "segflow: nothing new was published; the last good publication is still current.",
                 file=sys.stderr,
             )
-        return error.exit_code
+        return error.exit_code, None
     except Exception as error:  # an unexpected failure: exit 1 with the cause on one line
         print(f"\nsegflow: run failed (exit 1): {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print(
-        f"\nsegflow: published {summary['customers']:,} customers in {summary['segments']} segments "
-        f"as of {summary['as_of']} (run {summary['run_id']}; {summary['changes']:,} changes, "
-        f"{summary['quarantined_rows']:,} quarantined rows)"
-    )
+        return 1, None
+
+
+def print_targets(summary: dict[str, Any]) -> None:
     for target in summary["targets"]:
         print(f"segflow: output: {target}")
+
+
+def run_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
+    from segflow.flows.segmentation import segmentation_flow
+
+    code, summary = run_flow(lambda: segmentation_flow(config=config, as_of=arguments.as_of))
+    if summary is not None:
+        print(
+            f"\nsegflow: published {summary['customers']:,} customers in {summary['segments']} segments "
+            f"as of {summary['as_of']} (run {summary['run_id']}; {summary['changes']:,} changes, "
+            f"{summary['quarantined_rows']:,} quarantined rows)"
+        )
+        print_targets(summary)
+    return code
+
+
+def score_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
+    from segflow.flows.scoring import scoring_flow
+
+    code, summary = run_flow(lambda: scoring_flow(config=config, as_of=arguments.as_of))
+    if summary is not None:
+        print(
+            f"\nsegflow: scored {summary['customers']:,} customers as of {summary['as_of']} with the model "
+            f"of run {summary['model_run_id']} (run {summary['run_id']}; {summary['changes']:,} entered or "
+            f"moved, {summary['quarantined_rows']:,} quarantined rows)"
+        )
+        print_targets(summary)
+    return code
+
+
+def backfill_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
+    from segflow.flows.backfill import backfill_flow
+
+    code, summary = run_flow(
+        lambda: backfill_flow(config=config, start=arguments.start, end=arguments.end, force=arguments.force)
+    )
+    if summary is not None:
+        print(f"\nsegflow: backfill published {len(summary['published'])} dates: {summary['published']}")
+        if summary["skipped"]:
+            print(f"segflow: already published, skipped (use --force to redo): {summary['skipped']}")
+        if summary["too_old"]:
+            print(
+                f"segflow: before the current publication, not published (it would rewind the CRM): "
+                f"{summary['too_old']}"
+            )
+    return code
+
+
+def runs_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
+    from segflow.stores import open_stores
+
+    store = open_stores(config.publish)[0]
+    runs = store.read_runs(arguments.limit)
+    if runs.empty:
+        print(f"segflow: no runs recorded in {store.describe()}")
+        return 0
+    print(format_runs(runs))
     return 0
+
+
+def format_runs(runs) -> str:
+    """Recent runs as a fixed-width table: what on-call reads first."""
+    import pandas as pd
+
+    duration = (pd.to_datetime(runs["finished_at"]) - pd.to_datetime(runs["started_at"])).dt.total_seconds()
+    table = pd.DataFrame(
+        {
+            "run_id": runs["run_id"],
+            "as_of": pd.to_datetime(runs["as_of"]).dt.date,
+            "status": runs["status"],
+            "algorithm": runs["algorithm"].fillna("-"),
+            "segments": runs["n_segments"].astype("Int64").astype(str).replace("<NA>", "-"),
+            "gate": runs["gate_passed"].map({True: "passed", False: "failed"}).fillna("-"),
+            "seconds": duration.round(1),
+            "message": runs["message"].str.slice(0, 60),
+        }
+    )
+    return table.to_string(index=False)
+
+
+def serve_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
+    from segflow.deployments.serve import serve_deployments
+
+    serve_deployments(config, arguments.timezone, arguments.cron)
+    return 0
+
+
+COMMANDS = {
+    "run": run_command,
+    "score": score_command,
+    "backfill": backfill_command,
+    "runs": runs_command,
+    "serve": serve_command,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    commands = {"run": run_command, "data-docs": data_docs_command}
-    return commands[arguments.command](arguments)
+    if arguments.command == "data-docs":
+        return data_docs_command(arguments)
+    try:
+        config = load_run_config(arguments.config, arguments.overrides)
+    except ConfigError as error:
+        print(f"segflow: {error}", file=sys.stderr)
+        return error.exit_code
+    # an unattended or air-gapped run has no business phoning home
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return COMMANDS[arguments.command](arguments, config)
 
 
 if __name__ == "__main__":

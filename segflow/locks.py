@@ -24,7 +24,7 @@ from segflow.config import PublishConfig
 from segflow.errors import PublishError
 from segflow.uris import redact_uri
 
-LEASE_SECONDS = 60  # renewed while the run lives; a killed run's slot frees itself after this
+LEASE_SECONDS = 60  # the API's minimum; renewed while the run lives; a killed run's slot frees after it
 
 
 def target_names(publish: PublishConfig) -> dict[str, str]:

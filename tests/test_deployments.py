@@ -4,7 +4,7 @@ import yaml
 from prefect.utilities.callables import parameter_schema
 
 from segflow.config import SegflowConfig, build_config
-from segflow.deployments.nightly import nightly_deployment
+from segflow.deployments.serve import nightly_deployment
 from segflow.flows.segmentation import segmentation_flow
 
 
