@@ -314,20 +314,25 @@ def report_inputs(
     )
 
 
-@task(name="report")
-def report_task(inputs: ReportInputs, folder: Path | None) -> Path | None:
-    if folder is None:
-        return None
-    path = write_report(render_report(inputs), folder, inputs.as_of, inputs.run_id)
+def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
+    """The on-call summary of a run: the verdict and its reasons, the segments, the k search."""
     verdict = {
         "published": "published",
         "published_override": "published on override",
         "rejected": "rejected by the gate",
     }[inputs.status]
+    failed = [f"{c['message']} ({c['severity']})" for c in inputs.gate_checks if not c["passed"]]
     lines = [
         f"# Segmentation {inputs.as_of}: {verdict}",
         "",
-        f"Report: [{path.name}]({path.resolve().as_uri()})",
+        f"Run `{inputs.run_id}`, {inputs.algorithm} {inputs.params}, {inputs.customers:,} customers, "
+        f"{inputs.quarantined:,} quarantined rows.",
+        "",
+        f"Report: [{report.name}]({report.resolve().as_uri()})"
+        if report
+        else "Report: not written (publish.reports)",
+        "",
+        "Gate: " + ("; ".join(failed) or "all checks passed"),
         "",
         "| segment | key | customers | share |",
         "| --- | --- | --- | --- |",
@@ -335,12 +340,28 @@ def report_task(inputs: ReportInputs, folder: Path | None) -> Path | None:
             f"| {s.segment_name} | {s.segment_key} | {s.size:,} | {s.share:.1%} |"
             for s in inputs.segments.sort_values("size", ascending=False).itertuples()
         ],
-        "",
-        "Gate: "
-        + ("; ".join(c["message"] for c in inputs.gate_checks if not c["passed"]) or "all checks passed"),
     ]
-    create_markdown_artifact(
-        markdown="\n".join(lines), key="segmentation-report", description=f"segflow run {inputs.run_id}"
+    if inputs.k_search:
+        lines += ["", "| k | silhouette | Calinski-Harabasz | Davies-Bouldin |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {row['k']} | {row['silhouette']:.3f} | {row['calinski_harabasz']:.0f} "
+            f"| {row['davies_bouldin']:.3f} |"
+            for row in inputs.k_search
+            if row.get("silhouette") is not None
+        ]
+    return "\n".join(lines)
+
+
+@task(name="report")
+def report_task(inputs: ReportInputs, folder: Path | None) -> Path | None:
+    """Write the HTML report (when a folder is configured) and the run's summary artifact."""
+    path = (
+        None if folder is None else write_report(render_report(inputs), folder, inputs.as_of, inputs.run_id)
     )
-    get_run_logger().info("report: %s", path)
+    create_markdown_artifact(
+        markdown=run_summary_markdown(inputs, path),
+        key="segmentation-report",
+        description=f"segflow run {inputs.run_id}",
+    )
+    get_run_logger().info("report: %s", path or "not written (no publish.reports folder)")
     return path
