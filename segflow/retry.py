@@ -10,12 +10,12 @@ from segflow.errors import SegflowError
 
 
 def is_transient_failure(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is one of segflow's own, known-permanent errors, or a timeout: a
-    read that ran out of its time is not tried again, which would only wait as long once more."""
+    """Retry unless the failure is one of segflow's own, known-permanent errors, a folder the run
+    may not write to, or a timeout (trying again would only wait as long once more)."""
     error = state.result(raise_on_failure=False)
     if isinstance(error, SegflowError):
         return error.transient
-    return not isinstance(error, TimeoutError)
+    return not isinstance(error, (TimeoutError, PermissionError))
 
 
 # Waits of 2, 4 and 8 seconds on average (jittered, at most 50% longer) between the attempts, so
