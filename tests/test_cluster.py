@@ -181,6 +181,20 @@ def test_diana_divisions_are_nested_with_falling_diameters(n_objects, seed):
 # ----------------------------------------------------------------------------- building blocks
 
 
+def test_weighted_ward_is_scipys_ward_with_unit_weights_and_replicated_rows_with_weights():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(120, 4))
+    merges = cluster.weighted_ward(points, np.ones(len(points)))
+    assert is_valid_linkage(merges) and is_monotonic(merges)
+    np.testing.assert_allclose(merges[:, 2], linkage(points, "ward")[:, 2], atol=1e-9)
+    weights = rng.integers(1, 6, len(points))
+    replicated = linkage(np.repeat(points, weights, axis=0), "ward")
+    weighted = cluster.weighted_ward(points, weights)
+    for k in (2, 3, 5, 8):
+        expected = cut_linkage(replicated, k)[np.cumsum(weights) - 1]
+        assert adjusted_rand_score(expected, cut_linkage(weighted, k)) == 1.0
+
+
 def test_cut_linkage_gives_the_same_partitions_as_scipy():
     points = np.random.default_rng(1).normal(size=(300, 4))
     merges = linkage(points, "ward")
@@ -419,6 +433,10 @@ def test_sampling_is_recorded_when_rows_exceed_the_fit_sample(algorithm):
     assert sampling["score_sample"] == 700 and sampling["seed"] == config.seed
     if ALGORITHMS[algorithm].refit is None:
         assert sampling["fit_sample"] == 600 and sampling["assigned_by"]
+        # what was scored in the search is what is published
+        if ALGORITHMS[algorithm].takes_k:
+            [searched] = segmentation.k_search
+            assert segmentation.scores["silhouette"] == pytest.approx(searched["silhouette"], abs=1e-9)
     else:
         assert sampling["fit_sample"] is None and sampling["assigned_by"] is None
     assert sampling["search_sample"] == (600 if ALGORITHMS[algorithm].takes_k else None)
