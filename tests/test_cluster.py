@@ -481,6 +481,16 @@ def test_cluster_task_logs_and_publishes_the_leaderboard(monkeypatch):
     assert segmentation.algorithm in ClusteringConfig().auto_candidates
 
 
+def test_the_cache_key_changes_with_the_clustering_code(monkeypatch):
+    parameters = {"matrix": np.zeros((3, 2)), "config": ClusteringConfig()}
+    before = cluster.clustering_cache_key(None, parameters)
+    assert cluster.clustering_cache_key(None, parameters) == before
+    code = cluster.clustering_code()
+    assert b"def fit_segmentation" in code and b"def splinter_group" in code
+    monkeypatch.setattr(cluster, "clustering_code", lambda: code + b"# a changed line")
+    assert cluster.clustering_cache_key(None, parameters) != before
+
+
 def test_kmeans_refits_all_rows_from_the_sample_centres_with_mini_batches_when_large():
     features, planted = customers()
     config = ClusteringConfig(algorithm="kmeans", k=(6, 6), fit_sample_size=800, mini_batch_above=1_000)
