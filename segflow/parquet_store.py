@@ -21,21 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from segflow.errors import PublishError
-from segflow.stores import PUBLISHING_STATUSES, StoredState, TableWrite
+from segflow.stores import PUBLISHING_STATUSES, StoredState, TableWrite, check_primary_key
 from segflow.tables import TABLES
 
 KEEP_PUBLICATIONS = 5
-
-
-def check_primary_key(rows: pa.Table, key: tuple[str, ...], table: str) -> None:
-    """Parquet declares no keys: refuse rows that a warehouse would reject as duplicates."""
-    if key and rows.num_rows:
-        counts = rows.group_by(list(key)).aggregate([([], "count_all")])
-        if counts.num_rows != rows.num_rows:
-            raise PublishError(
-                f"table {table}: {rows.num_rows - counts.num_rows} rows repeat the primary key {key}"
-            )
 
 
 def kept_rows(old: pa.Table, write: TableWrite, as_of: date) -> pa.Array:

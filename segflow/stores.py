@@ -101,6 +101,16 @@ LATEST_MODEL_SQL = "SELECT * FROM {models} ORDER BY as_of DESC, created_at DESC 
 RECENT_RUNS_SQL = "SELECT * FROM {runs} ORDER BY started_at DESC LIMIT {limit:d}"
 
 
+def check_primary_key(rows: pa.Table, key: tuple[str, ...], table: str) -> None:
+    """Refuse rows that repeat a primary key (for targets that do not enforce the key themselves)."""
+    if key and rows.num_rows:
+        counts = rows.group_by(list(key)).aggregate([([], "count_all")])
+        if counts.num_rows != rows.num_rows:
+            raise PublishError(
+                f"table {table}: {rows.num_rows - counts.num_rows} rows repeat the primary key {key}"
+            )
+
+
 def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
     """The column type of an Arrow type in DuckDB or PostgreSQL."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
@@ -220,7 +230,11 @@ class DuckDBStore(SqlReads):
             connection.execute(f"DROP TABLE IF EXISTS {target}")
             connection.execute(f'ALTER TABLE {fresh} RENAME TO "{write.name}"')
         else:
-            connection.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "duckdb", True))
+            # no declared key here: DuckDB's commit of a delete and re-insert of the same keys in an
+            # indexed table took 6.6 s for 100k rows (0.03 s without the index); the key is checked
+            # on the rows instead (the rows they replace are deleted first, other dates differ)
+            check_primary_key(write.rows, spec.primary_key, write.name)
+            connection.execute(create_table_sql(target, write.rows.schema, (), "duckdb", True))
             connection.execute(delete_sql(target, write.replace, "?"), [write.delete_parameter(as_of)])
             connection.execute(f"INSERT INTO {target} SELECT * FROM staged_rows")
         connection.unregister("staged_rows")
