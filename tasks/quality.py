@@ -270,6 +270,13 @@ def compile_contract(contract: dict, object_name: str | None = None) -> Compiled
     physical = {p["name"]: p.get("physicalName") or p["name"] for p in declared}
     properties = [{**p, "name": physical[p["name"]]} for p in declared]
     columns = {prop["name"]: prop.get("logicalType") for prop in properties}
+    by_case = {}
+    for column in columns:  # GX finds a column by its name without regard to case
+        if by_case.setdefault(column.casefold(), column) != column:
+            raise ConfigError(
+                f"schema '{object_name}': columns '{by_case[column.casefold()]}' and '{column}' differ "
+                "only in case; Great Expectations would check one for the other: rename one"
+            )
     rules: list[CompiledRule] = []
     for prop in properties:
         rules += _property_rules(prop, f"schema '{object_name}', property '{prop['name']}'")
