@@ -132,7 +132,8 @@ def fit_preparation(
     numbers = numbers.drop(columns=empty)
     fill_values = {
         "median": numbers.median(),
-        "mean": numbers.mean(),
+        # a mean of values near the float limit overflows to infinity; it lies between the extremes
+        "mean": numbers.mean().clip(lower=numbers.min(), upper=numbers.max()),
         "zero": pd.Series(0.0, index=numbers.columns),
     }[preprocess.impute]
     missing_counts = {c: int(n) for c, n in numbers.isna().sum().items() if n}

@@ -26,9 +26,16 @@ class FittedScaling:
     scaler: object
     columns: list[str]
     column_weights: dict[str, float] = field(default_factory=dict)
+    # a power of two per column that brings its values within [-2, 2] before the scaler: sums of
+    # squares of values near the float limit overflow to infinity (and the standard scaler then
+    # gives NaN); dividing by a power of two is exact and changes no scaler's output
+    magnitudes: np.ndarray | None = None
 
     def transform(self, model_input: pd.DataFrame) -> np.ndarray:
-        matrix = self.scaler.transform(model_input[self.columns].to_numpy(dtype=np.float64))
+        values = model_input[self.columns].to_numpy(dtype=np.float64)
+        if self.magnitudes is not None:
+            values = values / self.magnitudes
+        matrix = self.scaler.transform(values)
         weights = np.array([self.column_weights.get(c, 1.0) for c in self.columns])
         return np.ascontiguousarray(matrix * weights, dtype=np.float64)
 
@@ -52,8 +59,11 @@ def category_weights(matrix: np.ndarray, columns: list[str], categorical: list[s
 def fit_scaling(model_input: pd.DataFrame, kind: str, categorical: list[str]) -> FittedScaling:
     scaler = SCALERS[kind]()
     columns = list(model_input.columns)
-    scaled = scaler.fit_transform(model_input.to_numpy(dtype=np.float64))
-    return FittedScaling(scaler, columns, category_weights(scaled, columns, categorical))
+    values = model_input.to_numpy(dtype=np.float64)
+    largest = np.abs(values).max(axis=0) if len(values) else np.zeros(len(columns))
+    magnitudes = np.ldexp(1.0, np.frexp(largest)[1] - 1)
+    scaled = scaler.fit_transform(values / magnitudes)
+    return FittedScaling(scaler, columns, category_weights(scaled, columns, categorical), magnitudes)
 
 
 @task(name="scale")
