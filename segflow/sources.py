@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import glob
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -112,28 +114,28 @@ def _matching_files(source: str, pattern: str) -> list[str]:
     return files
 
 
-def _parquet_dataset(source: str, pattern: str) -> ds.Dataset:
-    files = _matching_files(source, pattern)
+@contextmanager
+def _parquet_errors(source: str, pattern: str) -> Iterator[None]:
+    """Arrow's failures on a Parquet file or footer, as a SourceError naming the source."""
     try:
-        return ds.dataset(files if len(files) > 1 else files[0], format="parquet")
+        yield
     except (pa.ArrowInvalid, OSError) as error:
         raise SourceError(f"source '{source}': {pattern} is not a readable Parquet file ({error})") from error
+
+
+def _parquet_dataset(source: str, pattern: str) -> ds.Dataset:
+    files = _matching_files(source, pattern)
+    return ds.dataset(files if len(files) > 1 else files[0], format="parquet")
 
 
 def _read_parquet(source: str, pattern: str) -> pa.Table:
-    dataset = _parquet_dataset(source, pattern)
-    try:
-        return dataset.to_table()
-    except (pa.ArrowInvalid, OSError) as error:
-        raise SourceError(f"source '{source}': {pattern} is not a readable Parquet file ({error})") from error
+    with _parquet_errors(source, pattern):
+        return _parquet_dataset(source, pattern).to_table()
 
 
 def _parquet_size(source: str, pattern: str) -> SourceSize:
-    files = _parquet_dataset(source, pattern).files
-    try:
-        footers = [pq.read_metadata(path) for path in files]
-    except (pa.ArrowInvalid, OSError) as error:
-        raise SourceError(f"source '{source}': {pattern} is not a readable Parquet file ({error})") from error
+    with _parquet_errors(source, pattern):
+        footers = [pq.read_metadata(path) for path in _parquet_dataset(source, pattern).files]
     rows = sum(footer.num_rows for footer in footers)
     pages = sum(
         footer.row_group(i).total_byte_size for footer in footers for i in range(footer.num_row_groups)
