@@ -208,7 +208,7 @@ def test_null_ids_are_critical_and_quarantined():
     first = json.loads(report.quarantine["record"].iloc[0])
     assert first == {
         "customer_id": None,
-        "email": "person2@example.com",
+        "email": "[personal data withheld]",  # the contract marks email as personal data
         "signup_date": "2024-01-02",
         "country": "FR",
         "acquisition_channel": "paid_search",
@@ -602,7 +602,9 @@ def test_check_sources_checks_sources_with_a_contract_and_passes_the_others_on()
     checked = check_sources({"customers": people, "transactions": orders}, config)
     assert list(checked.reports) == ["customers"]
     assert checked.contract_versions == {"customers": "1.0.0"}
-    pd.testing.assert_frame_equal(checked.passed["customers"], people.iloc[[1, 3]])
+    # email is personal data in the contract: checked, then withheld from the later stages
+    pd.testing.assert_frame_equal(checked.passed["customers"], people.iloc[[1, 3]].drop(columns="email"))
+    assert checked.withheld == {"customers": ["email"]}
     assert checked.passed["transactions"] is orders
     assert list(checked.quarantine.columns) == [
         "source",
