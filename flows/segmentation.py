@@ -19,6 +19,7 @@ from segflow.stores import PublicationStore, open_stores
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.features import feature_quarantine, features_task
 from segflow.tasks.ingest import ingest_source, memory_budget_task
+from segflow.tasks.partitioned import PartitionedRun, partitioned_run, with_population_sizes
 from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
 from segflow.tasks.publish import (
@@ -60,6 +61,14 @@ def checked_sources(config: SegflowConfig, ledger: RunLedger, stores: list[Publi
     return checked.passed
 
 
+def partitioned_sample(cluster: PartitionedRun, ledger: RunLedger, stores: list[PublicationStore]):
+    """Dask mode: check and featurise every partition on the cluster; the features of the fit sample."""
+    checked = cluster.checked_features(ledger)
+    if checked.blocking:
+        stop(stores, ledger, "failed_contract", ContractViolation(checked.message))
+    return cluster.fit_sample()
+
+
 def run_ledger(as_of: date | None) -> RunLedger:
     """The run's ledger, its id taken from the Prefect flow run so that a flow retry is the same run."""
     as_of = as_of or date.today()
@@ -81,9 +90,12 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
 def segment_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, Any]:
     """The segmentation run proper, once no other run writes to its targets."""
     stores = open_stores(config.publish)
-    with failures_recorded(stores, ledger):
-        sources = checked_sources(config, ledger, stores)
-        features = features_task(sources, config.sources, ledger.as_of, config.features.rfm)
+    with failures_recorded(stores, ledger), partitioned_run(config, ledger) as cluster:
+        if cluster is None:
+            sources = checked_sources(config, ledger, stores)
+            features = features_task(sources, config.sources, ledger.as_of, config.features.rfm)
+        else:
+            features = partitioned_sample(cluster, ledger, stores)
         ledger.add_quarantine(feature_quarantine(features, config.sources))
         prepared = preprocess_task(features.table, config.features, config.preprocess, features.rfm_columns)
         feasible = feasibility_task(prepared.model_input.shape, config.clustering.k)
@@ -95,15 +107,22 @@ def segment_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, A
         )
 
         segmentation = cluster_task(matrix, config.clustering)
+        customer_ids, labels = (
+            (prepared.customer_ids, segmentation.labels)
+            if cluster is None
+            else cluster.everyone(prepared, scaling, segmentation)
+        )
         stability = stability_task(matrix, segmentation, config.clustering, config.gate.stability_resamples)
         profiles = profile_task(
             prepared.readable, segmentation.labels, prepared.numeric_columns, prepared.categorical_columns
         )
+        if cluster is not None:
+            profiles = with_population_sizes(profiles, labels)
 
         stored = read_state_task(stores[0], ledger.as_of)
-        publication = build_publication(prepared.customer_ids, segmentation.labels, profiles, stored, ledger)
+        publication = build_publication(customer_ids, labels, profiles, stored, ledger)
         decision = validate_task(
-            segmentation.labels,
+            labels,
             {**segmentation.scores, "stability": stability},
             publication.drift,
             config.gate,

@@ -247,6 +247,23 @@ class ResourcesConfig(StrictModel):
     memory_budget_gb: float | None = Field(None, gt=0)
 
 
+class ExecutionConfig(StrictModel):
+    """Where a run computes: in this process, or partitioned on a Dask cluster (Parquet and CSV
+    sources are read, checked and turned into features on the workers; the model is fitted on a
+    sample of customers collected to the flow and every customer is assigned on the workers)."""
+
+    mode: Literal["local", "dask"] = "local"
+    # a running Dask scheduler, e.g. tcp://10.0.0.5:8786; None starts a LocalCluster on this machine
+    scheduler_address: str | None = Field(None, min_length=1)
+    n_workers: int = Field(2, ge=1, le=256)  # of the LocalCluster, one thread each
+    memory_limit_per_worker: str = Field("4GB", min_length=1)  # of the LocalCluster, Dask's notation
+    partition_rows: int = Field(1_000_000, ge=1_000)  # source rows per partition
+    fit_rows: int = Field(200_000, ge=1_000)  # customers the preprocessing, scaling and clustering fit on
+    # where the workers write the partitioned features and segments: a folder every worker and the
+    # flow can read (a shared mount with a remote scheduler); None: a temporary folder of the flow
+    work_folder: Path | None = None
+
+
 class NotifyConfig(StrictModel):
     """Who hears about a run that failed or was rejected: a webhook, a Prefect notification block."""
 
@@ -284,6 +301,7 @@ class SegflowConfig(StrictModel):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

@@ -336,11 +336,15 @@ def to_expectation_suite(compiled: CompiledContract, rules: list[CompiledRule] |
     return gx.ExpectationSuite(name=f"{compiled.name} {compiled.version}", expectations=expectations)
 
 
+def contract_for(contract_path: str | Path, source: str) -> CompiledContract:
+    """The compiled rules of a source: its contract's object named like it, or the only one."""
+    contract = load_contract(contract_path)
+    return compile_contract(contract, _object_for(contract, source))
+
+
 def check_table(table: pd.DataFrame, contract_path: str | Path, source: str) -> QualityReport:
     """Check every row of a source table against its contract; quarantine the rows that fail."""
-    contract = load_contract(contract_path)
-    compiled = compile_contract(contract, _object_for(contract, source))
-    return _check_compiled(table, compiled, str(contract_path), source)
+    return _check_compiled(table, contract_for(contract_path, source), str(contract_path), source)
 
 
 def _check_compiled(

@@ -1,0 +1,620 @@
+"""Partitioned execution on a Dask cluster: past one machine's memory.
+
+The sources are read on the workers, piece by piece, and co-partitioned by a hash of the customer
+id, so that each partition holds every row of its customers in both tables. Each partition then
+goes through the single-process stages unchanged (contract checks, features, duplicate customers)
+and is written as Parquet to a work folder; only counts, quarantined rows and a seeded sample of
+customers come back to the flow. The flow fits preprocessing, scaling and clustering on the sample
+with the single-process tasks, and the workers assign every partition with the fitted model.
+
+With no more customers than `execution.fit_rows`, the sample is every customer in source order,
+so the fit, and the segments, are the single-process run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
+from pathlib import Path
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect_dask import DaskTaskRunner, get_dask_client
+
+from segflow.config import ExecutionConfig, SegflowConfig, SourceConfig, SourcesConfig
+from segflow.errors import ConfigError, SourceError
+from segflow.ledger import QUARANTINE_COLUMNS, RunLedger
+from segflow.sources import _matching_files, read_source, source_format
+from segflow.tasks.cluster import Segmentation
+from segflow.tasks.features import (
+    CUSTOMER_ID,
+    RFM_COLUMNS,
+    CustomerFeatures,
+    build_customer_features,
+    feature_quarantine,
+)
+from segflow.tasks.preprocess import Preparation, PreparedFeatures, drop_duplicate_customers
+from segflow.tasks.profile import describe
+from segflow.tasks.quality import RuleOutcome, check_sources, contract_for
+from segflow.tasks.scale import FittedScaling
+
+ROW = "_row"  # a row's position in its source, which orders customers and numbers quarantined rows
+PART = "_part"  # the partition of a row's customer
+DRAW = "_draw"  # a seeded hash of the customer id: the fit sample is the customers below a threshold
+DRAW_KEY = "segflow-fit-sample"
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+def task_runner(execution: ExecutionConfig) -> DaskTaskRunner:
+    """The Prefect task runner on the configured cluster: a running scheduler or a LocalCluster."""
+    if execution.scheduler_address is not None:
+        return DaskTaskRunner(address=execution.scheduler_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": execution.n_workers,
+            "threads_per_worker": 1,
+            "memory_limit": execution.memory_limit_per_worker,
+            "dashboard_address": ":0",
+        }
+    )
+
+
+@contextmanager
+def work_folder(execution: ExecutionConfig, run_id: str) -> Iterator[Path]:
+    """The run's folder for partitioned intermediates: under the configured one, else temporary."""
+    if execution.work_folder is not None:
+        folder = Path(execution.work_folder) / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix=f"segflow-{run_id}-") as temporary:
+        yield Path(temporary)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A part of a source file read by one worker: a run of Parquet row groups, or a CSV file."""
+
+    path: str
+    row_groups: tuple[int, ...] | None
+    first_row: int  # position of the piece's first row in the source
+
+
+def source_pieces(name: str, source: SourceConfig, partition_rows: int) -> list[Piece]:
+    """The pieces of a Parquet or CSV source in source order, each about partition_rows rows."""
+    kind = source_format(name, source.uri)
+    if kind not in ("parquet", "csv"):
+        raise ConfigError(
+            f"source '{name}': execution.mode dask reads .parquet and .csv files, not {kind}; "
+            "export the table to Parquet or run with execution.mode local"
+        )
+    files = _matching_files(name, source.uri)
+    if kind == "csv":
+        return [Piece(path, None, -1) for path in files]
+    if len(files) == 1 and Path(files[0]).is_dir():
+        files = sorted(str(p) for p in Path(files[0]).rglob("*.parquet"))
+    pieces, first_row = [], 0
+    for path in files:
+        metadata = pq.read_metadata(path)
+        groups: list[int] = []
+        rows = 0
+        for group in range(metadata.num_row_groups):
+            groups.append(group)
+            rows += metadata.row_group(group).num_rows
+            if rows >= partition_rows or group == metadata.num_row_groups - 1:
+                pieces.append(Piece(path, tuple(groups), first_row))
+                first_row += rows
+                groups, rows = [], 0
+    return pieces
+
+
+def read_piece(piece: Piece, name: str, source: SourceConfig) -> pd.DataFrame:
+    """One piece as pandas, as the single-process reader gives it, indexed by source row position."""
+    if piece.row_groups is None:
+        table = read_source(name, piece.path, source.encoding)
+    else:
+        table = pq.ParquetFile(piece.path).read_row_groups(list(piece.row_groups))
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(max(piece.first_row, 0), max(piece.first_row, 0) + len(frame), name=ROW)
+    return frame
+
+
+def numbered_csv_pieces(pieces: list[Piece], name: str, source: SourceConfig) -> list[Piece]:
+    """CSV pieces with their first rows, counted on the workers (a CSV file has no row count)."""
+    lengths = dask.compute(*[dask.delayed(lambda p: len(read_piece(p, name, source)))(p) for p in pieces])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+    return [Piece(p.path, None, int(start)) for p, start in zip(pieces, starts, strict=True)]
+
+
+def partitioned_source(name: str, source: SourceConfig, partition_rows: int) -> tuple[dd.DataFrame, int]:
+    """A source as a Dask DataFrame built on the workers, and its number of rows."""
+    pieces = source_pieces(name, source, partition_rows)
+    if pieces and pieces[0].row_groups is None:
+        pieces = numbered_csv_pieces(pieces, name, source)
+        meta = read_piece(pieces[0], name, source).iloc[:0]
+        rows = None
+    else:
+        meta = pq.read_schema(pieces[0].path).empty_table().to_pandas() if pieces else pd.DataFrame()
+        meta.index = pd.RangeIndex(0, name=ROW)
+        rows = sum(pq.read_metadata(p.path).num_rows for p in {p.path: p for p in pieces}.values())
+    if not pieces or rows == 0:
+        raise SourceError(f"source '{name}' ({source.uri}) has no rows")
+    if source.id_column not in meta.columns:
+        raise SourceError(
+            f"source '{name}' ({source.uri}): id column '{source.id_column}' not found; "
+            f"columns are {', '.join(map(str, meta.columns))}"
+        )
+    frame = dd.from_map(partial(read_piece, name=name, source=source), pieces, meta=meta)
+    if rows is None:
+        rows = int(frame.map_partitions(len).sum().compute())
+    return frame, rows
+
+
+def with_partition_key(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    """The rows with a hash of their customer id (as text): equal ids, equal keys, in every source."""
+    ids = frame[id_column].astype(object).where(frame[id_column].notna(), "").astype(str).to_numpy(object)
+    return frame.assign(**{PART: pd.util.hash_array(ids).view("int64")})
+
+
+def co_partitioned(
+    sources: dict[str, dd.DataFrame], config: SourcesConfig, npartitions: int
+) -> dict[str, list]:
+    """Each source shuffled on the key of its customer ids: the shuffle puts equal keys in the same
+    partition number whatever the frame, so partition i of every source holds the same customers."""
+    id_columns = config.id_columns()
+    parts = {}
+    for name, frame in sources.items():
+        keyed = frame.map_partitions(with_partition_key, id_columns[name])
+        parts[name] = keyed.shuffle(on=PART, npartitions=npartitions).to_delayed()
+    return parts
+
+
+# --------------------------------------------------------------------------- per partition
+
+
+@dataclass
+class PartitionResult:
+    """What one partition's work sends back to the flow: counts and failing rows, never the data."""
+
+    customers: int
+    rows_read: dict[str, int]
+    fingerprint: str
+    outcomes: dict[str, list[RuleOutcome]]
+    contract_versions: dict[str, str]
+    withheld: dict[str, list[str]]
+    quarantine: pd.DataFrame
+    duplicates: dict[str, int]
+    unusable_transactions: int = 0
+    orphan_transactions: int = 0
+    transactions_after_as_of: int = 0
+    never_bought_days: int | None = None
+
+
+def draw_keys(ids: pd.Series, seed: int) -> np.ndarray:
+    """A seeded hash of each customer id in [0, 1): the same customers are drawn in every run."""
+    text = ids.astype(str).to_numpy(object)
+    hashed = pd.util.hash_array(text, hash_key=f"{DRAW_KEY}{seed:05d}"[:16])
+    return hashed.astype(np.float64) / 2.0**64
+
+
+def partition_work(
+    number: int,
+    parts: list[pd.DataFrame],
+    names: list[str],
+    config: SegflowConfig,
+    as_of: date,
+    folder: Path,
+) -> PartitionResult:
+    """Check one partition against the contracts, build its customers' features, drop repeated
+    customers, and write the features (with source row and sample key) to the work folder."""
+    sources = {name: part.drop(columns=PART).sort_index() for name, part in zip(names, parts, strict=True)}
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(pd.util.hash_pandas_object(sources[name], index=True).to_numpy().tobytes())
+    checked = check_sources(sources, config.sources)
+    quarantine = [
+        report.quarantine.assign(row_number=sources[name].index.to_numpy()[report.quarantine["row_number"]])
+        for name, report in checked.reports.items()
+    ]
+    passed = dict(checked.passed)
+    if "customers" in passed:
+        passed["customers"] = passed["customers"].assign(**{ROW: passed["customers"].index})
+    features = build_customer_features(passed, config.sources, as_of, config.features.rfm)
+    quarantine.append(feature_quarantine(features, config.sources).rename(columns={"column_name": "column"}))
+    table = features.table
+    if ROW not in table.columns:  # transactions only: customers by partition, then by id
+        table = table.sort_values(CUSTOMER_ID, kind="stable", ignore_index=True)
+        table[ROW] = (number << 40) + np.arange(len(table))
+    deduplicated, _ = drop_duplicate_customers(table)  # with ROW, an exact duplicate repeats an id
+    exact = int(table.drop(columns=ROW).duplicated().sum())
+    deduplicated[DRAW] = draw_keys(deduplicated[CUSTOMER_ID], config.clustering.seed)
+    pq.write_table(
+        pa.Table.from_pandas(deduplicated, preserve_index=False), folder / f"part-{number:05d}.parquet"
+    )
+    quarantine = [q for q in quarantine if len(q)]
+    return PartitionResult(
+        customers=len(deduplicated),
+        rows_read={name: len(frame) for name, frame in sources.items()},
+        fingerprint=digest.hexdigest(),
+        outcomes={name: report.outcomes for name, report in checked.reports.items()},
+        contract_versions=checked.contract_versions,
+        withheld=checked.withheld,
+        quarantine=pd.concat(quarantine, ignore_index=True) if quarantine else pd.DataFrame(),
+        duplicates={
+            "exact_duplicate_rows": exact,
+            "conflicting_id_rows": len(table) - len(deduplicated) - exact,
+        },
+        unusable_transactions=len(features.unusable_transactions),
+        orphan_transactions=len(features.orphan_transactions),
+        transactions_after_as_of=features.transactions_after_as_of,
+        never_bought_days=features.never_bought_days,
+    )
+
+
+# --------------------------------------------------------------------------- combining
+
+
+@dataclass
+class PartitionedFeatures:
+    """The per-customer features of every partition, written to a folder, and what the checks found."""
+
+    folder: Path
+    customers: int
+    rows_read: dict[str, int]
+    fingerprint: str
+    id_type: pa.DataType
+    outcomes: list[RuleOutcome]
+    contract_versions: dict[str, str]
+    quarantine: pd.DataFrame  # in the warehouse layout
+    duplicates: dict[str, int]
+    counts: dict[str, int] = field(default_factory=dict)
+    never_bought_days: int | None = None
+    partition_local_rules: list[str] = field(default_factory=list)
+
+    @property
+    def blocking(self) -> list[RuleOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == "critical"]
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{len(self.blocking)} critical data-contract rule(s) failed:\n"
+            + "\n".join(f"- {o.message}" for o in self.blocking)
+            if self.blocking
+            else ""
+        )
+
+
+def combined_outcomes(
+    name: str, contract_path: Path, per_partition: list[list[RuleOutcome]]
+) -> list[RuleOutcome]:
+    """One outcome per rule over all partitions: counts added up, the rule's threshold applied to
+    the totals (a row count, a number or a share of failing rows), or every partition's verdict."""
+    rules = {rule.rule: rule for rule in contract_for(contract_path, name).rules}
+    by_rule: dict[tuple[str, str | None], list[RuleOutcome]] = {}
+    for outcomes in per_partition:
+        for outcome in outcomes:
+            by_rule.setdefault((outcome.rule, outcome.column), []).append(outcome)
+    combined = []
+    for (label, column), outcomes in by_rule.items():
+        count = sum(o.unexpected_count for o in outcomes)
+        rows = sum(o.row_count for o in outcomes)
+        rule = rules.get(label)
+        raised = [o for o in outcomes if "could not be evaluated" in o.message]
+        if rule is None or raised or rule.threshold is None:
+            success = all(o.success for o in outcomes)
+            mostly = rule.expectation["kwargs"].get("mostly") if rule is not None and not raised else None
+            if mostly is not None:
+                success = rows == 0 or 1 - count / rows >= mostly
+            detail = (raised or outcomes)[0].message if not success and raised else None
+        elif rule.measure == "row_count":
+            success, count = rule.threshold.holds(rows), rows
+            detail = None
+        else:
+            share = 100 * count / rows if rows else 0.0
+            success = rule.threshold.holds(share if rule.threshold.unit == "percent" else count)
+            detail = None
+        first = outcomes[0]
+        what = (
+            f"found {rows:,} rows"
+            if rule is not None and rule.measure == "row_count"
+            else (f"{count:,} of {rows:,} rows fail")
+        )
+        message = detail or (
+            f"source '{name}', "
+            + (f"column '{column}', " if column else "")
+            + f"rule '{label}' ({first.severity}): {what} over {len(outcomes)} partitions [{contract_path}]"
+        )
+        combined.append(
+            RuleOutcome(name, first.contract, label, column, first.severity, success, count, rows, message)
+        )
+    return combined
+
+
+def partition_local_rules(config: SourcesConfig) -> list[str]:
+    """Repeat rules whose key leaves out the customer id: checked within each customer's partition
+    only, so a key repeated by two customers in different partitions is not found."""
+    found = []
+    for name, source in config.configured():
+        if source.contract is None:
+            continue
+        for rule in contract_for(source.contract, name).rules:
+            if rule.measure == "repeats" and source.id_column not in rule.columns:
+                found.append(f"source '{name}', rule '{rule.rule}'")
+    return found
+
+
+def combine(
+    results: list[PartitionResult], config: SourcesConfig, folder: Path, id_type
+) -> PartitionedFeatures:
+    """The flow's view of all partitions: rule outcomes over the whole source, counts, quarantine."""
+    contracts = {name: source.contract for name, source in config.configured() if source.contract}
+    outcomes = [
+        outcome
+        for name, path in contracts.items()
+        for outcome in combined_outcomes(name, path, [r.outcomes.get(name, []) for r in results])
+    ]
+    quarantine = [r.quarantine for r in results if len(r.quarantine)]
+    quarantine = (
+        pd.concat(quarantine, ignore_index=True).rename(columns={"column": "column_name"})
+        if quarantine
+        else pd.DataFrame(columns=[c for c in QUARANTINE_COLUMNS if c not in ("run_id", "as_of")])
+    )
+    digest = hashlib.sha256()
+    for result in results:
+        digest.update(result.fingerprint.encode())
+    buyers = [r.never_bought_days for r in results if r.never_bought_days]
+    return PartitionedFeatures(
+        folder=folder,
+        customers=sum(r.customers for r in results),
+        rows_read={name: sum(r.rows_read.get(name, 0) for r in results) for name, _ in config.configured()},
+        fingerprint=digest.hexdigest()[:32],
+        id_type=id_type,
+        outcomes=outcomes,
+        contract_versions=results[0].contract_versions if results else {},
+        quarantine=quarantine.sort_values(["source", "row_number"], kind="stable", ignore_index=True),
+        duplicates={key: sum(r.duplicates[key] for r in results) for key in results[0].duplicates},
+        counts={
+            "unusable_transactions": sum(r.unusable_transactions for r in results),
+            "orphan_transactions": sum(r.orphan_transactions for r in results),
+            "transactions_after_as_of": sum(r.transactions_after_as_of for r in results),
+        },
+        never_bought_days=max(buyers) if buyers else None,
+        partition_local_rules=partition_local_rules(config),
+    )
+
+
+def build_partitioned_features(config: SegflowConfig, as_of: date, folder: Path) -> PartitionedFeatures:
+    """Read, check and featurise every source partition on the cluster (a dask client is current)."""
+    execution = config.execution
+    sources, rows = {}, {}
+    for name, source in config.sources.configured():
+        sources[name], rows[name] = partitioned_source(name, source, execution.partition_rows)
+    npartitions = max(1, math.ceil(max(rows.values()) / execution.partition_rows))
+    parts = co_partitioned(sources, config.sources, npartitions)
+    names = list(parts)
+    features_folder = folder / "features"
+    features_folder.mkdir(parents=True, exist_ok=True)
+    work = [
+        dask.delayed(partition_work)(i, [parts[n][i] for n in names], names, config, as_of, features_folder)
+        for i in range(npartitions)
+    ]
+    results = list(dask.compute(*work))
+    first = next(iter(sources))
+    id_sample = sources[first][config.sources.id_columns()[first]].head(1)
+    id_type = pa.Array.from_pandas(id_sample).type
+    if pa.types.is_large_string(id_type) or pa.types.is_null(id_type):
+        id_type = pa.string()
+    return combine(results, config.sources, features_folder, id_type)
+
+
+# --------------------------------------------------------------------------- the fit sample
+
+
+def with_never_bought_days(table: pd.DataFrame, days: int | None) -> pd.DataFrame:
+    """Customers who never bought get the recency and tenure of the whole base (one day past its
+    longest tenure), not their partition's."""
+    if days is None or "frequency" not in table.columns:
+        return table
+    never_bought = table["frequency"] == 0
+    table.loc[never_bought, ["recency_days", "tenure_days"]] = days
+    return table
+
+
+def sample_threshold(customers: int, fit_rows: int) -> float:
+    """The draw key below which a customer is in the fit sample (all of them when few enough)."""
+    return 1.0 if customers <= fit_rows else fit_rows / customers
+
+
+def read_parts(folder: Path, threshold: float = 1.0, columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of a folder of partition files, those below the draw threshold only when it is < 1, in
+    source order. File by file: a column all null in one partition has no type of its own there."""
+    filters = [(DRAW, "<", threshold)] if threshold < 1.0 else None
+    parts = [
+        pq.read_table(path, columns=columns, filters=filters).to_pandas()
+        for path in sorted(folder.glob("part-*.parquet"))
+    ]
+    return pd.concat(parts, ignore_index=True).sort_values(ROW, kind="stable", ignore_index=True)
+
+
+def read_fit_sample(features: PartitionedFeatures, fit_rows: int) -> pd.DataFrame:
+    """The fit sample in source order, as the single-process feature table of those customers."""
+    table = read_parts(features.folder, sample_threshold(features.customers, fit_rows))
+    return with_never_bought_days(table.drop(columns=[ROW, DRAW]), features.never_bought_days)
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def assign_file(
+    path: Path,
+    out_folder: Path,
+    never_bought_days: int | None,
+    preparation: Preparation,
+    scaling: FittedScaling,
+    segmentation: Segmentation,
+) -> dict[int, int]:
+    """Segment the customers of one features file with the fitted model; write id, label and
+    source row; return the segment sizes."""
+    table = with_never_bought_days(pq.read_table(path).to_pandas(), never_bought_days)
+    matrix = scaling.transform(preparation.model_input(table)) if len(table) else np.empty((0, 0))
+    labels = segmentation.model.assign(matrix)
+    assigned = pd.DataFrame({CUSTOMER_ID: table[CUSTOMER_ID], "label": labels, ROW: table[ROW]})
+    pq.write_table(pa.Table.from_pandas(assigned, preserve_index=False), out_folder / path.name)
+    return {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)}
+
+
+def assign_partitions(
+    features: PartitionedFeatures,
+    preparation: Preparation,
+    scaling: FittedScaling,
+    segmentation: Segmentation,
+) -> Path:
+    """Assign every features file on the cluster; the folder of (customer_id, label) files."""
+    out_folder = features.folder.parent / "segments"
+    out_folder.mkdir(parents=True, exist_ok=True)
+    model = [dask.delayed(part, traverse=False) for part in (preparation, scaling, segmentation)]
+    work = [
+        dask.delayed(assign_file)(path, out_folder, features.never_bought_days, *model)
+        for path in sorted(features.folder.glob("part-*.parquet"))
+    ]
+    dask.compute(*work)
+    return out_folder
+
+
+def everyone(
+    segments_folder: Path, fitted_labels: np.ndarray, fitted: PartitionedFeatures, fit_rows: int
+) -> tuple[pd.Series, np.ndarray]:
+    """Every customer's id and segment in source order; the fit sample keeps the labels of the fit,
+    as the rows a single-process fit saw keep theirs."""
+    table = read_parts(segments_folder)
+    labels = table["label"].to_numpy(dtype=np.int64).copy()
+    threshold = sample_threshold(fitted.customers, fit_rows)
+    sample = read_parts(fitted.folder, threshold, columns=[ROW, DRAW])[ROW].to_numpy()
+    labels[np.searchsorted(table[ROW].to_numpy(), sample)] = fitted_labels
+    return table[CUSTOMER_ID], labels
+
+
+def with_population_sizes(profiles: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Profiles measured on the fit sample, with each segment's size and share over every customer."""
+    sizes = pd.Series(labels).value_counts()
+    profiles = profiles.copy()
+    profiles["size"] = [int(sizes.get(label, 0)) for label in profiles["label"]]
+    profiles["share"] = profiles["size"] / len(labels)
+    profiles["description"] = [describe(r.name, r.size, r.share, r.features) for r in profiles.itertuples()]
+    return profiles
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class PartitionedRun:
+    """A dask-mode run's cluster (through Prefect's DaskTaskRunner) and work folder, and what its
+    partitioned stages found; `partitioned_run` opens one."""
+
+    def __init__(self, config: SegflowConfig, runner: DaskTaskRunner, folder: Path):
+        self.config, self.runner, self.folder = config, runner, folder
+        self.features: PartitionedFeatures | None = None
+
+    def checked_features(self, ledger: RunLedger) -> PartitionedFeatures:
+        """Read, check and featurise every partition on the cluster; note what was read and
+        quarantined in the ledger."""
+        parameters = {"config": self.config, "as_of": ledger.as_of, "folder": self.folder}
+        self.features = self.runner.submit(partitioned_features_task, parameters).result()
+        log_partitioned(self.features)
+        ledger.rows_read = dict(self.features.rows_read)
+        ledger.fingerprint = self.features.fingerprint
+        ledger.id_type = self.features.id_type
+        ledger.note_quality(self.features.contract_versions, self.features.quarantine)
+        return self.features
+
+    def fit_sample(self) -> CustomerFeatures:
+        """The features of the fit sample, as the single-process features stage gives them."""
+        features = self.features
+        return CustomerFeatures(
+            table=read_fit_sample(features, self.config.execution.fit_rows),
+            rfm_columns=list(RFM_COLUMNS)
+            if self.config.features.rfm and self.config.sources.transactions
+            else [],
+            never_bought_days=features.never_bought_days,
+        )
+
+    def everyone(
+        self, prepared: PreparedFeatures, scaling: FittedScaling, segmentation: Segmentation
+    ) -> tuple[pd.Series, np.ndarray]:
+        """Every customer's id and segment, assigned on the cluster; the preprocessing recipe gets
+        the duplicate customers of the whole base."""
+        parameters = {
+            "features": self.features,
+            "preparation": prepared.preparation,
+            "scaling": scaling,
+            "segmentation": segmentation,
+        }
+        segments = self.runner.submit(assign_partitions_task, parameters).result()
+        prepared.recipe.update(self.features.duplicates)
+        return everyone(segments, segmentation.labels, self.features, self.config.execution.fit_rows)
+
+
+@contextmanager
+def partitioned_run(config: SegflowConfig, ledger: RunLedger) -> Iterator[PartitionedRun | None]:
+    """In dask mode, the run's cluster and work folder for as long as the run; None in local mode."""
+    if config.execution.mode != "dask":
+        yield None
+        return
+    with work_folder(config.execution, ledger.run_id) as folder, task_runner(config.execution) as runner:
+        yield PartitionedRun(config, runner, folder)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@task(name="partitioned-features", cache_policy=NO_CACHE)
+def partitioned_features_task(config: SegflowConfig, as_of: date, folder: Path) -> PartitionedFeatures:
+    """Runs on a worker; fans the partitions out over the whole cluster."""
+    with get_dask_client():
+        return build_partitioned_features(config, as_of, folder)
+
+
+@task(name="assign-partitions", cache_policy=NO_CACHE)
+def assign_partitions_task(
+    features: PartitionedFeatures,
+    preparation: Preparation,
+    scaling: FittedScaling,
+    segmentation: Segmentation,
+) -> Path:
+    with get_dask_client():
+        return assign_partitions(features, preparation, scaling, segmentation)
+
+
+def log_partitioned(features: PartitionedFeatures) -> None:
+    logger = get_run_logger()
+    logger.info(
+        "partitioned: %d customers from %s rows; %d rows quarantined; %s",
+        features.customers,
+        features.rows_read,
+        len(features.quarantine),
+        features.counts,
+    )
+    for outcome in features.outcomes:
+        if not outcome.success:
+            (logger.error if outcome.severity == "critical" else logger.warning)(outcome.message)
+    for rule in features.partition_local_rules:
+        logger.warning("partitioned: %s is checked within each customer's partition only", rule)
