@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 CUSTOMER_ID = "customer_id"
 NOISE_SEGMENT_KEY = "seg-0000"
@@ -142,6 +144,17 @@ TABLES: dict[str, TableSpec] = {
         ),
     )
 }
+
+
+def is_in(values: pd.Series, known: pd.Series | list) -> np.ndarray:
+    """Which values occur in `known`, as a boolean array. Computed by Arrow: pandas' `isin` on
+    Arrow-backed strings loops in Python (13 s for 12M transaction ids against 1M customers)."""
+    try:
+        value_set = pa.array(known) if not isinstance(known, pa.Array) else known
+        found = pc.is_in(pa.array(values), value_set=value_set.cast(pa.array(values).type))
+        return found.to_numpy(zero_copy_only=False).astype(bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # types that do not cast
+        return values.isin(known).to_numpy()
 
 
 def to_arrow(name: str, frame: pd.DataFrame, id_type: pa.DataType) -> pa.Table:

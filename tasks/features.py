@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from prefect import task
@@ -14,6 +15,7 @@ from prefect.logging import get_run_logger
 from segflow.config import SourcesConfig, TransactionsSourceConfig
 from segflow.errors import ConfigError
 from segflow.ledger import quarantine_rows
+from segflow.tables import is_in
 
 CUSTOMER_ID = "customer_id"
 RFM_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days", "avg_order_value")
@@ -61,13 +63,17 @@ def typed_transactions(
             "amount": pd.to_numeric(transactions[source.amount_column], errors="coerce"),
         }
     )
-    reasons = pd.Series("", index=typed.index)
-    reasons[typed[CUSTOMER_ID].isna()] = f"{source.id_column} is null"
-    reasons[typed["ts"].isna() & (reasons == "")] = f"{source.timestamp_column} is not a timestamp"
-    reasons[typed["amount"].isna() & (reasons == "")] = f"{source.amount_column} is not a number"
-    bad = reasons != ""
-    unusable = transactions[bad].assign(reason=reasons[bad])
-    return typed[~bad], unusable
+    problems = [
+        (typed[CUSTOMER_ID].isna().to_numpy(), f"{source.id_column} is null"),
+        (typed["ts"].isna().to_numpy(), f"{source.timestamp_column} is not a timestamp"),
+        (typed["amount"].isna().to_numpy(), f"{source.amount_column} is not a number"),
+    ]
+    bad = np.logical_or.reduce([mask for mask, _ in problems])
+    if not bad.any():
+        return typed, transactions.iloc[0:0].assign(reason=pd.Series(dtype=object))
+    # the first problem of each bad row names it
+    reasons = np.select([mask[bad] for mask, _ in problems], [reason for _, reason in problems], default="")
+    return typed[~bad], transactions[bad].assign(reason=reasons)
 
 
 def aggregate_rfm(typed: pd.DataFrame, as_of: date) -> pd.DataFrame:
@@ -117,7 +123,7 @@ def build_customer_features(
         base = rfm_table
         orphans = sources["transactions"].iloc[0:0]
     else:
-        known = typed[CUSTOMER_ID].isin(customers[CUSTOMER_ID])
+        known = is_in(typed[CUSTOMER_ID], customers[CUSTOMER_ID])
         orphans = sources["transactions"].loc[typed.index[~known]]
         base = customers.merge(rfm_table, on=CUSTOMER_ID, how="left")
         never_bought = base["frequency"].isna()
