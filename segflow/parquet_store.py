@@ -11,6 +11,7 @@ Per-date files of earlier publications are hard-linked, not copied, into the new
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from datetime import date
@@ -25,6 +26,7 @@ from segflow.stores import PUBLISHING_STATUSES, StoredState, TableWrite, check_p
 from segflow.tables import TABLES
 
 KEEP_PUBLICATIONS = 5
+PUBLICATION_NAME = re.compile(r"\d{4}-\d{2}-\d{2}-[0-9a-f]{12}")  # only folders segflow made are pruned
 
 
 def kept_rows(old: pa.Table, write: TableWrite, as_of: date) -> pa.Array:
@@ -146,7 +148,7 @@ class ParquetStore:
         """Keep the last few publications (for readers mid-read and for rollback)."""
         current = self.current.resolve()
         finished = sorted(
-            (p for p in self.publications.iterdir() if not p.name.startswith(".")),
+            (p for p in self.publications.iterdir() if PUBLICATION_NAME.fullmatch(p.name) and p.is_dir()),
             key=lambda p: p.stat().st_mtime,
         )
         for old in finished[:-KEEP_PUBLICATIONS]:

@@ -132,3 +132,16 @@ def test_parquet_readers_only_see_complete_publications(tmp_path):
     # the first date's change file is shared, not copied
     assert (second / "segment_changes" / "2026-05-01.parquet").stat().st_nlink == 2
     assert not list((tmp_path / "pq" / "publications").glob(".*"))
+
+
+def test_parquet_pruning_keeps_the_last_publications_and_never_touches_other_folders(tmp_path):
+    store = ParquetStore(tmp_path / "pq")
+    foreign = tmp_path / "pq" / "publications" / "someone-elses-data"
+    foreign.mkdir(parents=True)
+    (foreign / "keep.txt").write_text("not segflow's")
+    for day in range(1, 9):
+        as_of = date(2026, 5, day)
+        store.publish(as_of, publication_for(store, labels(day), as_of))
+    made = [p for p in (tmp_path / "pq" / "publications").iterdir() if p != foreign]
+    assert len(made) == 5 and (tmp_path / "pq" / "current").resolve() in made
+    assert (foreign / "keep.txt").read_text() == "not segflow's"
