@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -314,6 +315,11 @@ def report_inputs(
     )
 
 
+def markdown_text(text: str) -> str:
+    """Text (segment names come from column names) shown literally in a Markdown table cell."""
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", str(text)).replace("\n", " ")
+
+
 def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
     """The on-call summary of a run: the verdict and its reasons, the segments, the k search."""
     verdict = {
@@ -337,7 +343,7 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
         "| segment | key | customers | share |",
         "| --- | --- | --- | --- |",
         *[
-            f"| {s.segment_name} | {s.segment_key} | {s.size:,} | {s.share:.1%} |"
+            f"| {markdown_text(s.segment_name)} | {s.segment_key} | {s.size:,} | {s.share:.1%} |"
             for s in inputs.segments.sort_values("size", ascending=False).itertuples()
         ],
     ]

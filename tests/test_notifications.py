@@ -143,3 +143,12 @@ def test_a_flow_retry_is_the_same_run_and_a_committed_publish_is_not_redone(tmp_
         runs = connection.sql("SELECT run_id, status FROM segments.segmentation_runs").fetchall()
     assert runs == [(run_id, "published")]
     assert len(list((tmp_path / "pq" / "publications").iterdir())) == 1  # Parquet was written once
+
+
+def test_segment_names_from_column_names_are_shown_literally_in_the_markdown_summary():
+    from segflow.tasks.report import markdown_text
+
+    hostile = "spend | [click](http://x.invalid) <b>*"
+    escaped = markdown_text(hostile)
+    assert "|" not in escaped.replace("\\|", "") and "](" not in escaped.replace("\\](", "")
+    assert escaped.replace("\\", "") == hostile
