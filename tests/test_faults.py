@@ -114,7 +114,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def child_environment(tmp_path_factory) -> dict[str, str]:
-    """The environment of every `segflow run` here, pointing at one Prefect server for the module."""
+    """The environment of every `segflow run` here, pointing at one Prefect server for the module
+    (each workspace gives its runs a Prefect home of their own, for the results they cache)."""
     home = tmp_path_factory.mktemp("prefect_home")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     environment.update(
@@ -253,7 +254,9 @@ class Workspace:
         arguments = ["--config", str(self.config), "--as-of", as_of.isoformat()]
         for setting in settings:
             arguments += ["--set", setting]
-        return Run(arguments, {**self.environment, **env}, list(hooks), self.folder)
+        # its own Prefect home: no run may take a stage's result from another workspace's cache
+        environment = {**self.environment, "PREFECT_HOME": str(self.folder / ".prefect"), **env}
+        return Run(arguments, environment, list(hooks), self.folder)
 
     def run(self, as_of: date, *settings: str, **env: str) -> tuple[int, str]:
         run = self.start(as_of, *settings, **env)
