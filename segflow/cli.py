@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     # an unattended or air-gapped run has no business phoning home
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # without PREFECT_API_URL each run starts a temporary server on the shared local database; two
+    # runs started together (one then waits for the other's writer slot) need more than the 20 s default
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return COMMANDS[arguments.command](arguments, config)
 
 
