@@ -18,7 +18,7 @@ from scipy.optimize import linear_sum_assignment
 from segflow.errors import ConfigError, ContractViolation
 from segflow.ledger import RunLedger
 from segflow.retry import IO_RETRY_POLICY
-from segflow.stores import PublicationStore, StoredState, TableWrite
+from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
 from segflow.tables import CUSTOMER_ID, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, to_arrow
 
 NOISE_LABEL = -1
@@ -478,10 +478,12 @@ def record_run(
     message: str,
     run_facts: dict[str, Any] | None = None,
 ) -> None:
-    """Record a run that published no segments, with its quarantine; segment tables stay as they were."""
+    """Record a run that published no segments, with its quarantine; segment tables stay as they were.
+    A target that already holds this run's publication (a later target failed) keeps its record."""
     writes = ledger.writes(ledger.row(status, message, **(run_facts or {})))
     for store in stores:
-        store.publish(ledger.as_of, writes)
+        if store.run_status(ledger.run_id) not in PUBLISHING_STATUSES:
+            store.publish(ledger.as_of, writes)
 
 
 @task(name="record-run", **IO_RETRY_POLICY)

@@ -578,6 +578,9 @@ def test_an_unwritable_parquet_folder_fails_the_run_and_a_rerun_recovers(
     failed = space.published()
     # the warehouse, published first, holds the run's complete publication; Parquet the last one
     assert failed.warehouse == clean.warehouse and failed.parquet == before.parquet
+    # and its record says so: the failure of the later target does not overwrite it with 'failed'
+    new_in_warehouse = failed.published_runs()[0] - before.published_runs()[0]
+    assert len(new_in_warehouse) == 1 and failed.published_runs()[1] == before.published_runs()[1]
 
     # a second fault in the rerun: its temp folder is not writable either (Python falls back to /tmp)
     with immutable(tmp_path / "tmp") as temp:
