@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path, PurePosixPath
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from segflow.errors import ConfigError
 
@@ -76,12 +76,18 @@ def table_name_in(uri: str) -> str:
 
 
 def table_query_parameter(uri: str, source: str) -> tuple[str, str]:
-    """Split 'scheme://...?table=NAME' into the connection URI and the quoted table name."""
+    """Split 'scheme://...?table=NAME&sslmode=...' into the connection URI (its other options kept,
+    e.g. sslmode) and the quoted table name."""
     try:
         table = table_name_in(uri)
     except ValueError as error:
         raise ConfigError(f"source '{source}': {error}") from error
-    return urlunsplit(urlsplit(uri)._replace(query="")), table
+    options = [
+        (key, value)
+        for key, value in parse_qsl(urlsplit(uri).query, keep_blank_values=True)
+        if key != "table"
+    ]
+    return urlunsplit(urlsplit(uri)._replace(query=urlencode(options))), table
 
 
 def duckdb_path(uri: str) -> str:

@@ -56,6 +56,11 @@ def test_postgres_table(pg_uri, pg_schema):
         connection.execute(f"INSERT INTO \"{pg_schema}\".people VALUES ('a', 1.5), ('b', 2.0)")
     table = read_source("customers", f"{pg_uri}?table={pg_schema}.people")
     assert table.to_pydict() == {"client": ["a", "b"], "spend": [1.5, 2.0]}
+    # the URI's other options reach the driver: this server has no certificate a client could verify
+    same = read_source("customers", f"{pg_uri}?table={pg_schema}.people&sslmode=disable")
+    assert same.num_rows == 2
+    with pytest.raises(SourceError):
+        read_source("customers", f"{pg_uri}?sslmode=verify-full&table={pg_schema}.people", timeout_seconds=20)
 
 
 @pytest.mark.parametrize(
