@@ -12,6 +12,7 @@ from segflow.config import ClusteringConfig, build_config
 from segflow.demo import contracts_folder
 from segflow.errors import GateRejected
 from segflow.flows.segmentation import segmentation_flow
+from segflow.tasks.cluster import ALGORITHMS as REGISTRY
 
 ALGORITHMS = [
     name for name in get_args(ClusteringConfig.model_fields["algorithm"].annotation) if name != "auto"
@@ -56,6 +57,10 @@ def test_algorithm_runs_end_to_end(algorithm, tmp_path, small_demo):
     except GateRejected as rejection:
         published, summary = False, {"reasons": rejection.reasons}
         assert rejection.reasons  # a rejection always says why
+    if REGISTRY[algorithm].family != "density":
+        # the personas are compact groups: every algorithm that takes k must find a split the gate
+        # accepts (density methods may not: the one-hot channel splits the demo into density sheets)
+        assert published, f"{algorithm} rejected on demo-shaped data: {summary.get('reasons')}"
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         run = connection.sql(
             "SELECT status, algorithm, n_segments, gate_reasons FROM segments.segmentation_runs"
