@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -1019,7 +1021,23 @@ def _validation_frame(table: pd.DataFrame, compiled: CompiledContract, present: 
         logical_type = compiled.columns[column]
         if logical_type in READ_CHECKED_TYPES:
             frame[f"{column} as {logical_type}"] = _read_as(frame[column], logical_type)
+    hashed = {column for rule in compiled.rules if rule.measure == "repeats" for column in rule.columns}
+    for column in hashed & set(present):
+        if isinstance(frame[column].dtype, pd.StringDtype):  # Arrow-backed text, not mixed objects
+            frame[column] = _as_categories(frame[column])
     return frame
+
+
+def _as_categories(values: pd.Series) -> pd.Series:
+    """Text as a categorical column, dictionary-encoded by Arrow. GX's uniqueness rules call pandas'
+    `duplicated`, which hashed 10M Arrow strings in 4.3 s per call; on the codes it takes 0.14 s."""
+    text = pa.array(values, from_pandas=True)
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    encoded = pc.dictionary_encode(text)
+    categories = pd.Index(encoded.dictionary.to_pandas(), dtype=values.dtype)
+    codes = encoded.indices.fill_null(-1).to_numpy()
+    return pd.Series(pd.Categorical.from_codes(codes, categories=categories), index=values.index)
 
 
 def _read_as(values: pd.Series, logical_type: str) -> pd.Series:
