@@ -52,9 +52,8 @@ from segflow.tasks.quality import RuleOutcome, check_sources, contract_for
 from segflow.tasks.scale import FittedScaling
 
 ROW = "_row"  # a row's position in its source, which orders customers and numbers quarantined rows
-PART = "_part"  # the partition of a row's customer
+KEY = "_customer_key"  # a hash of the row's customer id, which places it in a partition
 DRAW = "_draw"  # a seeded hash of the customer id: the fit sample is the customers below a threshold
-DRAW_KEY = "segflow-fit-sample"
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -171,7 +170,7 @@ def partitioned_source(name: str, source: SourceConfig, partition_rows: int) -> 
 def with_partition_key(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
     """The rows with a hash of their customer id (as text): equal ids, equal keys, in every source."""
     ids = frame[id_column].astype(object).where(frame[id_column].notna(), "").astype(str).to_numpy(object)
-    return frame.assign(**{PART: pd.util.hash_array(ids).view("int64")})
+    return frame.assign(**{KEY: pd.util.hash_array(ids).view("int64")})
 
 
 def co_partitioned(
@@ -183,7 +182,7 @@ def co_partitioned(
     parts = {}
     for name, frame in sources.items():
         keyed = frame.map_partitions(with_partition_key, id_columns[name])
-        parts[name] = keyed.shuffle(on=PART, npartitions=npartitions).to_delayed()
+        parts[name] = keyed.shuffle(on=KEY, npartitions=npartitions).to_delayed()
     return parts
 
 
@@ -199,7 +198,6 @@ class PartitionResult:
     fingerprint: str
     outcomes: dict[str, list[RuleOutcome]]
     contract_versions: dict[str, str]
-    withheld: dict[str, list[str]]
     quarantine: pd.DataFrame
     duplicates: dict[str, int]
     unusable_transactions: int = 0
@@ -211,7 +209,7 @@ class PartitionResult:
 def draw_keys(ids: pd.Series, seed: int) -> np.ndarray:
     """A seeded hash of each customer id in [0, 1): the same customers are drawn in every run."""
     text = ids.astype(str).to_numpy(object)
-    hashed = pd.util.hash_array(text, hash_key=f"{DRAW_KEY}{seed:05d}"[:16])
+    hashed = pd.util.hash_array(text, hash_key=f"segflow-{seed % 10**8:08d}")
     return hashed.astype(np.float64) / 2.0**64
 
 
@@ -225,7 +223,7 @@ def partition_work(
 ) -> PartitionResult:
     """Check one partition against the contracts, build its customers' features, drop repeated
     customers, and write the features (with source row and sample key) to the work folder."""
-    sources = {name: part.drop(columns=PART).sort_index() for name, part in zip(names, parts, strict=True)}
+    sources = {name: part.drop(columns=KEY).sort_index() for name, part in zip(names, parts, strict=True)}
     digest = hashlib.sha256()
     for name in names:
         digest.update(pd.util.hash_pandas_object(sources[name], index=True).to_numpy().tobytes())
@@ -256,7 +254,6 @@ def partition_work(
         fingerprint=digest.hexdigest(),
         outcomes={name: report.outcomes for name, report in checked.reports.items()},
         contract_versions=checked.contract_versions,
-        withheld=checked.withheld,
         quarantine=pd.concat(quarantine, ignore_index=True) if quarantine else pd.DataFrame(),
         duplicates={
             "exact_duplicate_rows": exact,
