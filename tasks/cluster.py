@@ -79,7 +79,7 @@ KMEANS_RESTARTS = 4
 # subclusters and 16-37 s, 2% gave 12-1,300 and 9-19 s; 1% keeps the CF tree fine-grained.
 BIRCH_NEIGHBOURHOOD_SHARE = 0.01
 DISTANCE_BLOCK_ROWS = 2_048
-# HDBSCAN's prediction holds 2 x min_samples neighbours per row in several arrays (~3 GB for 1M
+# HDBSCAN's prediction holds 2 x min_samples neighbours per row in five arrays (~2.5 GB for 1M
 # rows at min_samples 32); this many rows at a time keeps that to ~0.3 GB
 PREDICT_BLOCK_ROWS = 100_000
 
