@@ -45,6 +45,7 @@ import hashlib
 import inspect
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -56,6 +57,7 @@ import kmedoids
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.settings import get_current_settings
 from scipy.cluster.hierarchy import linkage as scipy_linkage
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist, pdist, squareform
@@ -1017,6 +1019,10 @@ def clustering_code() -> bytes:
     return b"".join(Path(path).read_bytes() for path in (__file__, inspect.getsourcefile(diana)))
 
 
+CACHE_PREFIX = "segflow-cluster-"
+CACHE_EXPIRATION = timedelta(days=1)
+
+
 def clustering_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     """The same matrix, clustering config (seed included) and code give the same segmentation, so a
     retried flow finds it instead of fitting again. Hashing the matrix takes ~0.2 s at 1M x 16."""
@@ -1024,18 +1030,32 @@ def clustering_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     digest.update(parameters["config"].model_dump_json().encode())
     digest.update(__version__.encode())
     digest.update(clustering_code())
-    return f"segflow-cluster-{digest.hexdigest()}"
+    return f"{CACHE_PREFIX}{digest.hexdigest()}"
+
+
+def prune_cached_segmentations(folder: Path, now: float) -> int:
+    """Delete cached segmentations past their expiry (Prefect never removes result files; one is
+    16 MB at 1M customers). Returns how many were deleted."""
+    expired = [
+        path
+        for path in folder.glob(f"{CACHE_PREFIX}*")
+        if now - path.stat().st_mtime > CACHE_EXPIRATION.total_seconds()
+    ]
+    for path in expired:
+        path.unlink(missing_ok=True)
+    return len(expired)
 
 
 @task(
     name="cluster",
     cache_key_fn=clustering_cache_key,
-    cache_expiration=timedelta(days=1),
+    cache_expiration=CACHE_EXPIRATION,
     persist_result=True,
 )
 def cluster_task(matrix: np.ndarray, config: ClusteringConfig) -> Segmentation:
     """Fit the segmentation; log the choice and publish the auto leaderboard as a table artifact."""
     logger = get_run_logger()
+    prune_cached_segmentations(Path(get_current_settings().results.local_storage_path), time.time())
     segmentation = fit_segmentation(matrix, config)
     logger.info(
         "clustering chose %s with %d segments, params %s; scores %s; sampling %s",

@@ -33,11 +33,16 @@ def pg_schema(pg_uri: str):
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
+def prefect_harness(tmp_path_factory):
     """One temporary Prefect server for the whole test session (it costs 10-15 s to start)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    storage = tmp_path_factory.mktemp("prefect_results")  # cached results stay in this session
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
+        prefect_test_harness(server_startup_timeout=90),
+    ):
         yield
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_the_same_matrix_and_config_reuse_the_segmentation_and_a_change_refits():
-    rng = np.random.default_rng(8)
+    rng = np.random.default_rng()  # data no earlier session can have cached
     matrix = np.vstack([rng.normal(centre, 0.1, size=(300, 3)) for centre in (0.0, 1.0, 2.0)])
     config = ClusteringConfig(algorithm="kmeans", k=(2, 4))
 
@@ -27,3 +27,19 @@ def test_the_same_matrix_and_config_reuse_the_segmentation_and_a_change_refits()
     first, again, other = cluster_three_times()
     assert first.name == "Completed" and again.name == "Cached" and other.name == "Completed"
     np.testing.assert_array_equal(first.result().labels, again.result().labels)
+
+
+def test_expired_cached_segmentations_are_pruned_and_others_kept(tmp_path):
+    import os
+    import time
+
+    from segflow.tasks.cluster import CACHE_PREFIX, prune_cached_segmentations
+
+    old, fresh, other = tmp_path / f"{CACHE_PREFIX}old", tmp_path / f"{CACHE_PREFIX}new", tmp_path / "abc"
+    for path in (old, fresh, other):
+        path.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(other, (two_days_ago, two_days_ago))
+    assert prune_cached_segmentations(tmp_path, time.time()) == 1
+    assert not old.exists() and fresh.exists() and other.exists()
