@@ -953,7 +953,11 @@ def _extend_to_all_rows(
     rest = np.setdiff1d(np.arange(len(matrix)), samples.fit_rows)
     if len(rest):
         own[rest] = fit.rule(matrix[rest])
-    return fit, own, FitMemory.of(matrix[samples.fit_rows], fit.labels)
+    memory = FitMemory.of(matrix[samples.fit_rows], fit.labels)
+    # identical rows get one label, the one assignment gives them (a split may have parted them)
+    known, remembered = memory.recall(matrix)
+    own[known] = remembered
+    return fit, own, memory
 
 
 def _centres(matrix: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:

@@ -185,13 +185,6 @@ def test_every_row_gets_one_segment_and_assign_agrees_with_the_fit(matrix, algor
     assert np.array_equal(assign_segments(segmentation, matrix), labels)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="found by the property above: agglomerative clustering splits identical rows between "
-    "segments when k forces a split, and assign_segments (which remembers fitted rows by value) "
-    "then gives them all one label; left to the clustering stage's owner",
-)
 def test_identical_rows_share_a_segment():
     matrix = np.zeros((4, 2))
     segmentation = fit_segmentation(matrix, ClusteringConfig(algorithm="agglomerative", k=(2, 2)))
