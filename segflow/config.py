@@ -303,6 +303,14 @@ class SegflowConfig(StrictModel):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
+    @model_validator(mode="after")
+    def _segment_sizes_from_the_gate(self) -> SegflowConfig:
+        """The k search aims at the segment sizes the gate accepts, unless told otherwise."""
+        for bound in ("min_segment_share", "max_segment_share"):
+            if bound not in self.clustering.model_fields_set:
+                setattr(self.clustering, bound, getattr(self.gate, bound))
+        return self
+
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
     """Split 'a.b.c=value' into its key path and a YAML-typed value."""

@@ -77,3 +77,9 @@ def test_config_file_must_be_a_mapping_of_safe_yaml(tmp_path: Path):
         read_config_file(listing)
     with pytest.raises(ConfigError, match="cannot read"):
         read_config_file(tmp_path / "absent.yaml")
+
+
+def test_the_k_search_aims_at_the_gate_segment_sizes_unless_told_otherwise():
+    raw = {"sources": {"transactions": {"uri": "tx.parquet"}}, "gate": {"min_segment_share": 0.05}}
+    assert build_config(raw).clustering.min_segment_share == 0.05
+    assert build_config(raw, ["clustering.min_segment_share=0.02"]).clustering.min_segment_share == 0.02
