@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segflow.config import build_config
-from segflow.demo import contracts_folder, generate_demo_tables
+from segflow.demo import demo_config, generate_demo_tables
 
 DATA = Path(__file__).parent / "data"
 CHUNK = 500_000
@@ -117,40 +117,17 @@ def main() -> None:
 
     output = folder / "output"
     shutil.rmtree(output, ignore_errors=True)
-    contracts = contracts_folder()
-    config = build_config(
-        {
-            "sources": {
-                "customers": {
-                    "uri": str(paths["customers"]),
-                    "contract": str(contracts / "customers.odcs.yaml"),
-                },
-                "transactions": {
-                    "uri": str(paths["transactions"]),
-                    "contract": str(contracts / "transactions.odcs.yaml"),
-                },
-            },
-            "features": {
-                "numeric": ["age", "web_sessions_90d", "email_opens_90d", "email_clicks_90d"],
-                "categorical": ["acquisition_channel"],
-            },
-            "preprocess": {"scaler": "standard"},
-            "clustering": {"algorithm": "kmeans"},
-            "publish": {
-                "parquet": str(output / "parquet"),
-                "warehouse": f"duckdb:///{output / 'warehouse.duckdb'}",
-                "reports": str(output / "reports"),
-            },
-            "execution": {
-                "mode": "dask",
-                "n_workers": args.workers,
-                "memory_limit_per_worker": args.memory_per_worker,
-                "partition_rows": args.partition_rows,
-                "fit_rows": args.fit_rows,
-                "work_folder": str(folder / "work"),
-            },
-        }
-    )
+    raw = demo_config(output, paths)
+    raw["clustering"] = {"algorithm": "kmeans"}
+    raw["execution"] = {
+        "mode": "dask",
+        "n_workers": args.workers,
+        "memory_limit_per_worker": args.memory_per_worker,
+        "partition_rows": args.partition_rows,
+        "fit_rows": args.fit_rows,
+        "work_folder": str(folder / "work"),
+    }
+    config = build_config(raw)
     from prefect.testing.utilities import prefect_test_harness
 
     from segflow.flows.segmentation import segmentation_flow

@@ -61,9 +61,10 @@ def contracts_folder() -> Path:
     return Path(str(resources.files("segflow.data_contracts")))
 
 
-def demo_config(output_root: Path) -> dict[str, Any]:
-    """The raw config of the embedded demo: demo data in, Parquet and DuckDB out."""
-    paths = demo_data_paths(output_root / "demo_data")
+def demo_config(output_root: Path, data: dict[str, Path] | None = None) -> dict[str, Any]:
+    """The raw config of the embedded demo: demo data in (or demo-shaped `data`, by source name),
+    Parquet and DuckDB out under `output_root`."""
+    paths = data or demo_data_paths(output_root / "demo_data")
     contracts = contracts_folder()
     return {
         "sources": {

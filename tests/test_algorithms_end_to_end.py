@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from segflow.config import ClusteringConfig, build_config
-from segflow.demo import contracts_folder
+from segflow.demo import demo_config
 from segflow.errors import GateRejected
 from segflow.flows.segmentation import segmentation_flow
 from segflow.tasks.cluster import ALGORITHMS as REGISTRY
@@ -22,35 +22,12 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_algorithm_runs_end_to_end(algorithm, tmp_path, small_demo):
-    contracts = contracts_folder()
     warehouse = tmp_path / "w.duckdb"
-    config = build_config(
-        {
-            "sources": {
-                "customers": {
-                    "uri": str(small_demo["customers"]),
-                    "contract": str(contracts / "customers.odcs.yaml"),
-                },
-                "transactions": {
-                    "uri": str(small_demo["transactions"]),
-                    "contract": str(contracts / "transactions.odcs.yaml"),
-                },
-            },
-            "features": {
-                "numeric": ["age", "web_sessions_90d", "email_opens_90d", "email_clicks_90d"],
-                "categorical": ["acquisition_channel"],
-            },
-            "preprocess": {"scaler": "standard"},
-            "clustering": {"algorithm": algorithm, "fit_sample_size": 1500},
-            "gate": {"stability_resamples": 1},
-            "publish": {
-                "warehouse": f"duckdb:///{warehouse}",
-                "parquet": None,
-                "reports": str(tmp_path / "r"),
-            },
-        },
-        [],
-    )
+    raw = demo_config(tmp_path, small_demo)
+    raw["clustering"] = {"algorithm": algorithm, "fit_sample_size": 1500}
+    raw["gate"] = {"stability_resamples": 1}
+    raw["publish"].update(warehouse=f"duckdb:///{warehouse}", parquet=None, reports=str(tmp_path / "r"))
+    config = build_config(raw)
     try:
         summary = segmentation_flow(config=config, as_of=date(2026, 11, 1))
         published = True

@@ -20,7 +20,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from segflow.config import build_config
-from segflow.demo import contracts_folder
+from segflow.demo import demo_config as segflow_demo_config
 from segflow.flows.segmentation import segmentation_flow
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
@@ -28,35 +28,13 @@ AS_OF = date(2026, 11, 1)
 
 
 def demo_config(small_demo, folder, execution: dict):
-    contracts = contracts_folder()
-    return build_config(
-        {
-            "sources": {
-                "customers": {
-                    "uri": str(small_demo["customers"]),
-                    "contract": str(contracts / "customers.odcs.yaml"),
-                },
-                "transactions": {
-                    "uri": str(small_demo["transactions"]),
-                    "contract": str(contracts / "transactions.odcs.yaml"),
-                },
-            },
-            "features": {
-                "numeric": ["age", "web_sessions_90d", "email_opens_90d", "email_clicks_90d"],
-                "categorical": ["acquisition_channel"],
-            },
-            "preprocess": {"scaler": "standard"},
-            "clustering": {"algorithm": "kmeans", "k": [3, 6], "fit_sample_size": 1500},
-            "gate": {"stability_resamples": 1},
-            "publish": {
-                "warehouse": f"duckdb:///{folder / 'w.duckdb'}",
-                "parquet": str(folder / "pq"),
-                "reports": str(folder / "r"),
-            },
-            "execution": execution,
-        },
-        [],
-    )
+    raw = segflow_demo_config(folder, small_demo)
+    raw["clustering"] = {"algorithm": "kmeans", "k": [3, 6], "fit_sample_size": 1500}
+    raw["gate"] = {"stability_resamples": 1}
+    raw["publish"].update(parquet=str(folder / "pq"), reports=str(folder / "r"))
+    raw["publish"]["warehouse"] = f"duckdb:///{folder / 'w.duckdb'}"
+    raw["execution"] = execution
+    return build_config(raw)
 
 
 def published(folder) -> tuple[pd.DataFrame, dict]:
