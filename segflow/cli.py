@@ -91,14 +91,16 @@ def data_docs_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def load_run_config(config_path: Path | None, overrides: list[str]) -> SegflowConfig:
-    """The validated config: the file's, or the demo's (generating the demo data once)."""
+def load_run_config(config_path: Path | None, overrides: list[str], reads_data: bool = True) -> SegflowConfig:
+    """The validated config: the file's, or the demo's (generating the demo data once, for commands
+    that read it)."""
     if config_path is not None:
         return build_config(read_config_file(config_path), overrides)
     from segflow.demo import demo_config, ensure_demo_data
 
     config = build_config(demo_config(DEMO_OUTPUT.resolve()), overrides)
-    ensure_demo_data(DEMO_OUTPUT.resolve() / "demo_data")
+    if reads_data:
+        ensure_demo_data(DEMO_OUTPUT.resolve() / "demo_data")
     return config
 
 
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "data-docs":
         return data_docs_command(arguments)
     try:
-        config = load_run_config(arguments.config, arguments.overrides)
+        config = load_run_config(arguments.config, arguments.overrides, arguments.command != "runs")
     except ConfigError as error:
         print(f"segflow: {error}", file=sys.stderr)
         return error.exit_code
