@@ -101,31 +101,35 @@ class Preparation:
     categories: dict[str, list[str]]  # the kept levels of each categorical column
     model_columns: list[str]
 
-    def numbers(self, table: pd.DataFrame) -> pd.DataFrame:
-        """The numeric feature columns as floats, missing and infinite values imputed."""
+    def readable(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The numeric features as floats (missing and infinite values imputed) and the categories
+        normalised: the values profiles describe, before any transform."""
         numbers = table[self.numeric_columns].apply(pd.to_numeric, errors="coerce").astype("float64")
-        return numbers.replace([np.inf, -np.inf], np.nan).fillna(self.fill_values)
+        readable = numbers.replace([np.inf, -np.inf], np.nan).fillna(self.fill_values)
+        for column in self.categories:
+            readable[column] = normalise_categories(table[column])
+        return readable
 
-    def encode(self, table: pd.DataFrame) -> pd.DataFrame:
-        """De-skewed numerics and one-hot categories (levels as found in this table)."""
-        transformed = self.numbers(table)
+    def encode(self, readable: pd.DataFrame) -> pd.DataFrame:
+        """De-skewed numerics and one-hot categories of readable values (levels as found in them)."""
+        transformed = readable[self.numeric_columns].copy()
         transformed[self.log1p_columns] = np.log1p(transformed[self.log1p_columns].clip(lower=0))
         encoded = [transformed]
         for column, kept in self.categories.items():
             if len(kept) > 1:
-                encoded.append(one_hot(normalise_categories(table[column]), column, kept))
+                encoded.append(one_hot(readable[column], column, kept))
         return pd.concat(encoded, axis=1)
 
     def model_input(self, table: pd.DataFrame) -> pd.DataFrame:
         """The fitted model columns of a customer table, in order; absent levels are 0."""
-        return self.encode(table).reindex(columns=self.model_columns, fill_value=0.0)
+        return self.encode(self.readable(table)).reindex(columns=self.model_columns, fill_value=0.0)
 
 
 def fit_preparation(
     table: pd.DataFrame, numeric: list[str], categorical: list[str], preprocess: PreprocessConfig, top_n: int
-) -> tuple[Preparation, pd.DataFrame, dict[str, Any]]:
+) -> tuple[Preparation, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Learn imputation values, skewed columns and kept categories (dropping empty and constant
-    columns); return them with the table's model input and what was found."""
+    columns); return them with the table's readable values, its model input and what was found."""
     numbers = table[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
     numbers = numbers.replace([np.inf, -np.inf], np.nan)
     empty = [c for c in numeric if numbers[c].isna().all()]
@@ -139,22 +143,22 @@ def fit_preparation(
     missing_counts = {c: int(n) for c, n in numbers.isna().sum().items() if n}
     numbers = numbers.fillna(fill_values)
     constant = [c for c in numbers.columns if numbers[c].nunique() <= 1]
-    numbers = numbers.drop(columns=constant)
+    readable = numbers.drop(columns=constant)
     skewed = []
     if preprocess.log_transform_skewed:
-        skewed = [c for c in numbers.columns if numbers[c].min() >= 0 and numbers[c].skew() > 1.0]
-    categories = {
-        column: [str(v) for v in normalise_categories(table[column]).value_counts().index[:top_n]]
-        for column in categorical
-    }
+        skewed = [c for c in readable.columns if readable[c].min() >= 0 and readable[c].skew() > 1.0]
+    for column in categorical:
+        readable[column] = normalise_categories(table[column])
     preparation = Preparation(
-        numeric_columns=list(numbers.columns),
-        fill_values={c: float(fill_values[c]) for c in numbers.columns},
+        numeric_columns=[c for c in numbers.columns if c not in constant],
+        fill_values={c: float(fill_values[c]) for c in numbers.columns if c not in constant},
         log1p_columns=skewed,
-        categories=categories,
+        categories={
+            column: [str(v) for v in readable[column].value_counts().index[:top_n]] for column in categorical
+        },
         model_columns=[],
     )
-    model_input = preparation.encode(table)
+    model_input = preparation.encode(readable)
     preparation.model_columns = list(model_input.columns)
     facts = {
         "all_null_columns_dropped": empty,
@@ -162,7 +166,7 @@ def fit_preparation(
         "imputed_values": {c: float(fill_values[c]) for c in missing_counts if c in numbers},
         "missing_values": missing_counts,
     }
-    return preparation, model_input, facts
+    return preparation, readable, model_input, facts
 
 
 def prepare_features(
@@ -174,12 +178,9 @@ def prepare_features(
     """Deduplicate, impute, de-skew and encode the customer table into a numeric model input."""
     deduplicated, duplicate_counts = drop_duplicate_customers(table)
     numeric, categorical = choose_columns(deduplicated, features, rfm_columns)
-    preparation, model_input, facts = fit_preparation(
+    preparation, readable, model_input, facts = fit_preparation(
         deduplicated, numeric, categorical, preprocess, features.max_categories
     )
-    readable = preparation.numbers(deduplicated)
-    for column in categorical:
-        readable[column] = normalise_categories(deduplicated[column])
     return PreparedFeatures(
         customer_ids=deduplicated[CUSTOMER_ID].reset_index(drop=True),
         readable=readable.reset_index(drop=True),
