@@ -55,7 +55,7 @@ def score_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, Any
         run_facts = {"segmentation": model, "details": {"model_run_id": model.run_id}}
         output = output_contract_task(publication.table("customer_segments"))
         if output.blocking:
-            stop(stores, ledger, "failed_contract", ContractViolation(output.message), run_facts)
+            stop(stores, ledger, ContractViolation(output.message), run_facts)
         counts = publish_task(stores, publication, ledger, run_facts)
     get_run_logger().info("run %s as of %s scored: %s", ledger.run_id, ledger.as_of, counts)
     return {

@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from segflow.config import SegflowConfig
-from segflow.errors import ContractViolation, GateRejected, SegflowError
+from segflow.errors import ContractViolation, GateRejected, SegflowError, failure_status
 from segflow.ledger import RunLedger
 from segflow.locks import one_writer
 from segflow.notify import notify_hook
@@ -39,12 +39,11 @@ from segflow.tasks.validate import feasibility_task, stability_task, validate_ta
 def stop(
     stores: list[PublicationStore],
     ledger: RunLedger,
-    status: str,
     error: SegflowError,
     run_facts: dict[str, Any] | None = None,
 ) -> NoReturn:
     """Record why the run publishes nothing new, then end it with that error (and its exit code)."""
-    record_run_task(stores, ledger, status, str(error), run_facts)
+    record_run_task(stores, ledger, failure_status(error), str(error), run_facts)
     error.recorded = True
     raise error
 
@@ -57,7 +56,7 @@ def checked_sources(config: SegflowConfig, ledger: RunLedger, stores: list[Publi
     checked = quality_task(sources, config.sources, ledger.folder_in(config.publish.reports, "validation"))
     ledger.note_quality(checked.contract_versions, checked.quarantine)
     if checked.blocking:
-        stop(stores, ledger, "failed_contract", ContractViolation(checked.message))
+        stop(stores, ledger, ContractViolation(checked.message))
     return checked.passed
 
 
@@ -65,7 +64,7 @@ def partitioned_sample(cluster: PartitionedRun, ledger: RunLedger, stores: list[
     """Dask mode: check and featurise every partition on the cluster; the features of the fit sample."""
     checked = cluster.checked_features(ledger)
     if checked.blocking:
-        stop(stores, ledger, "failed_contract", ContractViolation(checked.message))
+        stop(stores, ledger, ContractViolation(checked.message))
     return cluster.fit_sample()
 
 
@@ -101,7 +100,7 @@ def segment_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, A
         feasible = feasibility_task(prepared.model_input.shape, config.clustering.k)
         if not feasible.passed:
             gate_facts = {"gate_checks": feasible.as_records()}
-            stop(stores, ledger, "rejected", GateRejected(feasible.reasons), gate_facts)
+            stop(stores, ledger, GateRejected(feasible.reasons), gate_facts)
         matrix, scaling = scale_task(
             prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
         )
@@ -163,11 +162,11 @@ def segment_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, A
             config.publish.reports,
         )
         if not decision.publishes:
-            stop(stores, ledger, "rejected", GateRejected(decision.reasons), run_facts)
+            stop(stores, ledger, GateRejected(decision.reasons), run_facts)
 
         output = output_contract_task(publication.table("customer_segments"))
         if output.blocking:
-            stop(stores, ledger, "failed_contract", ContractViolation(output.message), run_facts)
+            stop(stores, ledger, ContractViolation(output.message), run_facts)
         model = fitted_model(
             ledger.run_id, ledger.as_of, features, prepared, scaling, segmentation, publication.keys
         )

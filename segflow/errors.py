@@ -46,3 +46,12 @@ class PublishError(SegflowError):
     """A publication could not be completed; the previous one is still the current one."""
 
     exit_code = 1
+
+
+def failure_status(error: BaseException) -> str:
+    """The segmentation_runs status of a run that ended with `error`."""
+    if isinstance(error, GateRejected):
+        return "rejected"
+    if isinstance(error, ContractViolation):
+        return "failed_contract"
+    return "failed"

@@ -10,20 +10,9 @@ import httpx
 from prefect.logging import get_logger
 
 from segflow.config import NotifyConfig, SegflowConfig
-from segflow.errors import ContractViolation, GateRejected
+from segflow.errors import failure_status
 
 logger = get_logger("segflow.notify")
-
-
-def status_of(error: BaseException | None) -> str:
-    """The segmentation_runs status a flow's outcome stands for."""
-    if error is None:
-        return "published"
-    if isinstance(error, GateRejected):
-        return "rejected"
-    if isinstance(error, ContractViolation):
-        return "failed_contract"
-    return "failed"
 
 
 def notice(flow_name: str, flow_run: Any, status: str, message: str) -> dict[str, Any]:
@@ -61,9 +50,10 @@ def notify_hook(flow: Any, flow_run: Any, state: Any) -> None:
     """Prefect on_failure / on_completion hook: notify when the run's status is one to hear about."""
     config = flow_run.parameters.get("config")
     notify = SegflowConfig.model_validate(config).notify if isinstance(config, dict) else config.notify
-    error = state.result(raise_on_failure=False) if state.is_failed() else None
-    status = status_of(error) if state.is_failed() else state.result().get("status", "published")
-    if status not in notify.on:
-        return
-    message = str(error) if error is not None else json.dumps(state.result(), default=str)
-    send(notify, notice(flow.name, flow_run, status, message))
+    outcome = state.result(raise_on_failure=False)
+    if state.is_failed():
+        status, message = failure_status(outcome), str(outcome)
+    else:
+        status, message = outcome.get("status", "published"), json.dumps(outcome, default=str)
+    if status in notify.on:
+        send(notify, notice(flow.name, flow_run, status, message))

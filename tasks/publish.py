@@ -15,11 +15,11 @@ from prefect import task
 from prefect.logging import get_run_logger
 from scipy.optimize import linear_sum_assignment
 
-from segflow.errors import ConfigError, ContractViolation
+from segflow.errors import ConfigError, failure_status
 from segflow.ledger import RunLedger
 from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
-from segflow.tables import CUSTOMER_ID, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, to_arrow
+from segflow.tables import CUSTOMER_ID, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
 
 NOISE_LABEL = -1
 MIN_JACCARD = 0.4
@@ -66,7 +66,7 @@ def state_before(stored: StoredState, as_of: date) -> tuple[pd.DataFrame, pd.Dat
             "publishing an older date would rewind the CRM: run the dates in order"
         )
     changes = stored.changes_on_as_of if stored.changes_on_as_of is not None else empty
-    changed = stored.snapshot[CUSTOMER_ID].isin(changes[CUSTOMER_ID])
+    changed = is_in(stored.snapshot[CUSTOMER_ID], changes[CUSTOMER_ID])
     restored = changes[changes["from_segment_key"].notna()]
     restored = pd.DataFrame(
         {
@@ -361,7 +361,7 @@ def scored_membership(
         }
     )
     rows["changed_at"] = pd.to_datetime(rows["changed_at"])
-    kept = snapshot[~snapshot[CUSTOMER_ID].isin(moving)]
+    kept = snapshot[~is_in(snapshot[CUSTOMER_ID], moving)]
     updated = pd.concat([kept, rows[kept.columns]], ignore_index=True)
 
     net = pd.DataFrame(
@@ -376,7 +376,7 @@ def scored_membership(
             "changed_at": stamp,
         }
     )[~back_to_start]
-    others = changes_on_as_of[~changes_on_as_of[CUSTOMER_ID].isin(moving)]
+    others = changes_on_as_of[~is_in(changes_on_as_of[CUSTOMER_ID], moving)]
     changes = pd.concat([others, net[others.columns] if len(others.columns) else net], ignore_index=True)
     return (
         updated.sort_values(CUSTOMER_ID, kind="stable").reset_index(drop=True),
@@ -512,8 +512,7 @@ def failures_recorded(stores: list[PublicationStore], ledger: RunLedger) -> Iter
 
 def record_failure(stores: list[PublicationStore], ledger: RunLedger, error: BaseException) -> None:
     """Best effort: note a failure in segmentation_runs, never masking the error itself."""
-    status = "failed_contract" if isinstance(error, ContractViolation) else "failed"
     try:
-        record_run(stores, ledger, status, f"{type(error).__name__}: {error}")
+        record_run(stores, ledger, failure_status(error), f"{type(error).__name__}: {error}")
     except Exception as recording_error:  # the store itself may be what failed
         get_run_logger().error("could not record the failed run %s: %s", ledger.run_id, recording_error)
