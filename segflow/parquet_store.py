@@ -72,17 +72,18 @@ class ParquetStore:
             return None
         return models.sort_values(["as_of", "created_at"]).iloc[-1].to_dict()
 
-    def read_runs(self, limit: int) -> pd.DataFrame:
+    def _runs(self) -> pd.DataFrame:
+        """The current publication's segmentation_runs (empty before the first)."""
         runs = self._read(self.current, "segmentation_runs") if self.current.exists() else None
-        if runs is None:
-            return pd.DataFrame()
-        return runs.sort_values("started_at", ascending=False).head(limit).reset_index(drop=True)
+        return runs if runs is not None else pd.DataFrame(columns=["run_id", "status", "started_at"])
+
+    def read_runs(self, limit: int) -> pd.DataFrame:
+        runs = self._runs().sort_values("started_at", ascending=False)
+        return runs.head(limit).reset_index(drop=True)
 
     def run_status(self, run_id: str) -> str | None:
-        runs = self._read(self.current, "segmentation_runs") if self.current.exists() else None
-        if runs is None or not (runs["run_id"] == run_id).any():
-            return None
-        return str(runs.loc[runs["run_id"] == run_id, "status"].iloc[0])
+        statuses = self._runs().loc[lambda runs: runs["run_id"] == run_id, "status"]
+        return None if statuses.empty else str(statuses.iloc[0])
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         previous = self.current.resolve() if self.current.exists() else None
