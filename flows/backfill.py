@@ -35,6 +35,7 @@ def plan_backfill(
     too_old = [day for day in dates if day not in done and current is not None and day < current]
     return [day for day in dates if day not in done and day not in too_old], done, too_old
 
+
 @flow(name="backfill", flow_run_name="backfill-{start}-{end}")
 def backfill_flow(config: SegflowConfig, start: date, end: date, force: bool = False) -> dict[str, Any]:
     """Publish every as-of date from `start` to `end` in order; each date is its own segmentation run."""
