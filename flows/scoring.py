@@ -41,12 +41,9 @@ def score_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, Any
     with failures_recorded(stores, ledger):
         model = load_model_task(stores[0])
         sources = checked_sources(config, ledger, stores)
-        never_bought_days = (
-            None
-            if model.never_bought_days is None
-            else model.never_bought_days + (ledger.as_of - model.as_of).days
+        features = features_task(
+            sources, config.sources, ledger.as_of, model.rfm, model.never_bought_days_on(ledger.as_of)
         )
-        features = features_task(sources, config.sources, ledger.as_of, model.rfm, never_bought_days)
         ledger.add_quarantine(feature_quarantine(features, config.sources))
         scored = score_task(model, features.table)
 

@@ -44,6 +44,10 @@ class SegmentationModel:
     segments: SegmentModel
     segment_keys: dict[int, str]  # the clustering's labels -> published segment keys
 
+    def never_bought_days_on(self, as_of: date) -> int | None:
+        """The recency and tenure of a customer who never bought, as of a later date."""
+        return None if self.never_bought_days is None else self.never_bought_days + (as_of - self.as_of).days
+
     @property
     def input_columns(self) -> list[str]:
         """The customer-table columns the model reads."""
