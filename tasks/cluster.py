@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -1017,6 +1018,7 @@ def leaderboard_table(leaderboard: list[dict]) -> list[dict]:
     ]
 
 
+@cache
 def clustering_code() -> bytes:
     """The source of the clustering modules: the version string stays the same between releases,
     and a changed algorithm must not be answered with yesterday's segmentation."""
