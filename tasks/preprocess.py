@@ -125,6 +125,21 @@ class Preparation:
         return self.encode(self.readable(table)).reindex(columns=self.model_columns, fill_value=0.0)
 
 
+def finite_mean(numbers: pd.DataFrame) -> pd.Series:
+    """Each column's mean, also where values near the float limit make the plain sum overflow (to
+    infinity, or to NaN where both signs overflow): there each value is divided by the count first."""
+    means = numbers.mean()
+    overflowed = [
+        column
+        for column in numbers.columns
+        if numbers[column].notna().any() and not np.isfinite(means[column])
+    ]
+    for column in overflowed:
+        values = numbers[column].dropna()
+        means[column] = (values / len(values)).sum()
+    return means.clip(lower=numbers.min(), upper=numbers.max())
+
+
 def fit_preparation(
     table: pd.DataFrame, numeric: list[str], categorical: list[str], preprocess: PreprocessConfig, top_n: int
 ) -> tuple[Preparation, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -136,8 +151,7 @@ def fit_preparation(
     numbers = numbers.drop(columns=empty)
     fill_values = {
         "median": numbers.median(),
-        # a mean of values near the float limit overflows to infinity; it lies between the extremes
-        "mean": numbers.mean().clip(lower=numbers.min(), upper=numbers.max()),
+        "mean": finite_mean(numbers),
         "zero": pd.Series(0.0, index=numbers.columns),
     }[preprocess.impute]
     missing_counts = {c: int(n) for c, n in numbers.isna().sum().items() if n}

@@ -69,3 +69,15 @@ def test_scalers_give_finite_matrices(kind):
     assert matrix[:, channel].var(axis=0).sum() == pytest.approx(matrix[:, numeric].var(axis=0).mean())
     if kind == "minmax":
         assert matrix[:, numeric].min() == 0.0 and matrix[:, numeric].max() == 1.0
+
+
+def test_mean_imputation_stays_finite_when_both_signs_overflow_the_sum():
+    # found by the property tests: the plain sum reaches +inf and -inf, so the mean was NaN
+    a = float("8988465674311578540726371186585217839903528376" + "0" * 262)
+    b = float("8988465674311579538646525953945123668089884894" + "0" * 262)
+    n = None
+    x = [n, 0, 0, 0, 0, 0, 0, a, 0, 0, 0, 0, 0, n, 0, n, 0, n, 0, -b, n, n, b, n, 0, 0, 0, -b, n, 0, 0, 0]
+    table = pd.DataFrame({"customer_id": range(len(x)), "x": x})
+    prepared = prepare_features(table, FeaturesConfig(numeric=["x"]), PreprocessConfig(impute="mean"), [])
+    assert np.isfinite(prepared.recipe["imputed_values"]["x"])
+    assert np.isfinite(prepared.model_input.to_numpy(dtype=np.float64)).all()
