@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segflow.config import ResourcesConfig, SourceConfig, SourcesConfig
@@ -59,7 +60,7 @@ def check_memory_budget(sizes: dict[str, SourceSize], budget_bytes: float, budge
     )
 
 
-@task(name="memory-budget", **IO_RETRY_POLICY)
+@task(name="memory-budget", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def memory_budget_task(sources: SourcesConfig, resources: ResourcesConfig) -> None:
     """Estimate every source's size from its metadata and stop before loading any if they do not fit."""
     sizes = {
@@ -86,7 +87,7 @@ def load_source(name: str, source: SourceConfig) -> pd.DataFrame:
     return table
 
 
-@task(name="ingest", task_run_name="ingest-{name}", **IO_RETRY_POLICY)
+@task(name="ingest", task_run_name="ingest-{name}", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def ingest_task(name: str, source: SourceConfig) -> pd.DataFrame:
     table = load_source(name, source)
     get_run_logger().info(

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segflow.config import FeaturesConfig, PreprocessConfig
@@ -212,7 +213,7 @@ def prepare_features(
     )
 
 
-@task(name="preprocess")
+@task(name="preprocess", cache_policy=NO_CACHE)
 def preprocess_task(
     table: pd.DataFrame, features: FeaturesConfig, preprocess: PreprocessConfig, rfm_columns: list[str]
 ) -> PreparedFeatures:

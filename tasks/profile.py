@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segflow.tables import NOISE_NAME
@@ -154,7 +155,7 @@ def distinct_names(profiles: pd.DataFrame) -> list[str]:
     return names
 
 
-@task(name="profile")
+@task(name="profile", cache_policy=NO_CACHE)
 def profile_task(
     readable: pd.DataFrame, labels: np.ndarray, numeric: list[str], categorical: list[str]
 ) -> pd.DataFrame:

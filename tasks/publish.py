@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from scipy.optimize import linear_sum_assignment
 
@@ -441,7 +442,7 @@ def publication_writes(
     return [*publication.writes, *ledger.writes(run_row)]
 
 
-@task(name="publish", **IO_RETRY_POLICY)
+@task(name="publish", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def publish_task(
     stores: list[PublicationStore], publication: Publication, ledger: RunLedger, run_facts: dict[str, Any]
 ) -> dict[str, int]:
@@ -466,7 +467,7 @@ def publish_task(
     return publication.counts
 
 
-@task(name="read-publication-state", **IO_RETRY_POLICY)
+@task(name="read-publication-state", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def read_state_task(store: PublicationStore, as_of: date) -> StoredState:
     return store.read_state(as_of)
 
@@ -486,7 +487,7 @@ def record_run(
             store.publish(ledger.as_of, writes)
 
 
-@task(name="record-run", **IO_RETRY_POLICY)
+@task(name="record-run", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def record_run_task(
     stores: list[PublicationStore],
     ledger: RunLedger,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 matplotlib.use("Agg")
@@ -358,7 +359,7 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
     return "\n".join(lines)
 
 
-@task(name="report")
+@task(name="report", cache_policy=NO_CACHE)
 def report_task(inputs: ReportInputs, folder: Path | None) -> Path | None:
     """Write the HTML report (when a folder is configured) and the run's summary artifact."""
     path = (

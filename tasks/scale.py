@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
@@ -66,7 +67,7 @@ def fit_scaling(model_input: pd.DataFrame, kind: str, categorical: list[str]) ->
     return FittedScaling(scaler, columns, category_weights(scaled, columns, categorical), magnitudes)
 
 
-@task(name="scale")
+@task(name="scale", cache_policy=NO_CACHE)
 def scale_task(
     model_input: pd.DataFrame, kind: str, categorical: list[str]
 ) -> tuple[np.ndarray, FittedScaling]:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segflow.errors import ConfigError, ContractViolation
@@ -123,7 +124,7 @@ def score_customers(model: SegmentationModel, customers: pd.DataFrame) -> pd.Dat
     return pd.DataFrame({CUSTOMER_ID: customers[CUSTOMER_ID].to_numpy(), "segment_key": keys})
 
 
-@task(name="load-model", **IO_RETRY_POLICY)
+@task(name="load-model", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def load_model_task(store: PublicationStore) -> SegmentationModel:
     model = model_from_record(store.read_model(), store.describe())
     get_run_logger().info(
@@ -136,7 +137,7 @@ def load_model_task(store: PublicationStore) -> SegmentationModel:
     return model
 
 
-@task(name="score")
+@task(name="score", cache_policy=NO_CACHE)
 def score_task(model: SegmentationModel, customers: pd.DataFrame) -> pd.DataFrame:
     scored = score_customers(model, customers)
     get_run_logger().info(

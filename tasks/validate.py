@@ -11,6 +11,7 @@ from typing import Any, get_args
 
 import numpy as np
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from sklearn.metrics import adjusted_rand_score
 
@@ -195,7 +196,7 @@ def segmentation_stability(
     return float(np.mean(agreements))
 
 
-@task(name="stability")
+@task(name="stability", cache_policy=NO_CACHE)
 def stability_task(
     matrix: np.ndarray, segmentation: Any, config: ClusteringConfig, resamples: int
 ) -> float | None:
@@ -209,7 +210,7 @@ def stability_task(
     return stability
 
 
-@task(name="feasibility")
+@task(name="feasibility", cache_policy=NO_CACHE)
 def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision:
     decision = check_feasible(shape[0], shape[1], k[0])
     for reason in decision.reasons:
@@ -217,7 +218,7 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
     return decision
 
 
-@task(name="validate")
+@task(name="validate", cache_policy=NO_CACHE)
 def validate_task(
     labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
 ) -> GateDecision:
