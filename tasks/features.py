@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segflow.config import SourcesConfig, TransactionsSourceConfig
 from segflow.errors import ConfigError
 from segflow.ledger import quarantine_rows
-from segflow.tables import is_in
 
 CUSTOMER_ID = "customer_id"
 RFM_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days", "avg_order_value")
+NEVER_BOUGHT_DAYS_COLUMNS = ("recency_days", "tenure_days")  # the rest is 0 for who never bought
 
 
 @dataclass
@@ -47,54 +48,84 @@ def with_customer_id(table: pd.DataFrame, id_column: str, source: str) -> pd.Dat
 
 def typed_transactions(
     transactions: pd.DataFrame, source: TransactionsSourceConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Id, timestamp (UTC, naive) and amount as typed columns, and the source rows that cannot be typed."""
+) -> tuple[pa.Table, pd.DataFrame]:
+    """Id, timestamp (UTC, naive), amount and row position as an Arrow table, and the source rows
+    that cannot be typed. Columns that already have the type are used as they are (no copy)."""
     for column in (source.timestamp_column, source.amount_column):
         if column not in transactions.columns:
             raise ConfigError(
                 f"source 'transactions': column '{column}' named in the config is missing; "
                 f"columns are {', '.join(map(str, transactions.columns))}"
             )
-    timestamps = pd.to_datetime(transactions[source.timestamp_column], errors="coerce", utc=True)
-    typed = pd.DataFrame(
+    ids = transactions[source.id_column]
+    timestamps = utc_timestamps(transactions[source.timestamp_column])
+    amounts = transactions[source.amount_column]
+    if not pd.api.types.is_numeric_dtype(amounts):
+        amounts = pd.to_numeric(amounts, errors="coerce")
+    problems = [
+        (ids.isna().to_numpy(), f"{source.id_column} is null"),
+        (timestamps.isna().to_numpy(), f"{source.timestamp_column} is not a timestamp"),
+        (amounts.isna().to_numpy(), f"{source.amount_column} is not a number"),
+    ]
+    bad = problems[0][0] | problems[1][0] | problems[2][0]
+    typed = pa.table(
         {
-            CUSTOMER_ID: transactions[source.id_column],
-            "ts": timestamps.dt.tz_localize(None),
-            "amount": pd.to_numeric(transactions[source.amount_column], errors="coerce"),
+            CUSTOMER_ID: pa.array(ids),
+            "ts": pa.array(timestamps),
+            "amount": pa.array(amounts).cast(pa.float64(), safe=False),
+            "row": np.arange(len(transactions)),
         }
     )
-    problems = [
-        (typed[CUSTOMER_ID].isna().to_numpy(), f"{source.id_column} is null"),
-        (typed["ts"].isna().to_numpy(), f"{source.timestamp_column} is not a timestamp"),
-        (typed["amount"].isna().to_numpy(), f"{source.amount_column} is not a number"),
-    ]
-    bad = np.logical_or.reduce([mask for mask, _ in problems])
     if not bad.any():
         return typed, transactions.iloc[0:0].assign(reason=pd.Series(dtype=object))
     # the first problem of each bad row names it
     reasons = np.select([mask[bad] for mask, _ in problems], [reason for _, reason in problems], default="")
-    return typed[~bad], transactions[bad].assign(reason=reasons)
+    return typed.filter(pa.array(~bad)), transactions[bad].assign(reason=reasons)
 
 
-def aggregate_rfm(typed: pd.DataFrame, as_of: date) -> pd.DataFrame:
-    """Recency, frequency, monetary, tenure and average order value per customer, with DuckDB."""
-    cutoff = pd.Timestamp(as_of + timedelta(days=1))
-    with duckdb.connect() as connection:
-        connection.register("purchases", pa.Table.from_pandas(typed, preserve_index=False))
-        return connection.execute(
-            """
-            SELECT customer_id,
-                   date_diff('day', max(ts)::DATE, ?::DATE) AS recency_days,
-                   count(*) AS frequency,
-                   sum(amount) AS monetary,
-                   date_diff('day', min(ts)::DATE, ?::DATE) AS tenure_days,
-                   avg(amount) AS avg_order_value
-            FROM purchases
-            WHERE ts < ?
-            GROUP BY customer_id
-            """,
-            [as_of, as_of, cutoff.to_pydatetime()],
-        ).df()
+def utc_timestamps(values: pd.Series) -> pd.Series:
+    """Timestamps as naive UTC; what does not read as a timestamp becomes NaT."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values):
+        return values
+    return pd.to_datetime(values, errors="coerce", utc=True).dt.tz_localize(None)
+
+
+def id_kind(type_: pa.DataType) -> str:
+    if pa.types.is_integer(type_):
+        return "integer"
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return "text"
+    return str(type_)
+
+
+def matching_ids(customer_ids: pa.Array, purchase_ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The transactions' ids in the customers' id type, where both are integers or both text."""
+    if purchase_ids.type == customer_ids.type:
+        return purchase_ids
+    if id_kind(purchase_ids.type) == id_kind(customer_ids.type):
+        try:
+            return purchase_ids.cast(customer_ids.type)
+        except pa.ArrowInvalid:  # an integer out of the customers' range: no such customer anyway
+            pass
+    raise ConfigError(
+        f"the customer ids are {customer_ids.type} in source 'customers' and {purchase_ids.type} in "
+        "source 'transactions': they cannot be matched; give both id columns the same type"
+    )
+
+
+RFM_AGGREGATES = """
+    SELECT customer_id,
+           date_diff('day', (max(ts) FILTER (WHERE ts < $cutoff))::DATE, $as_of) AS recency_days,
+           count(*) FILTER (WHERE ts < $cutoff) AS frequency,
+           sum(amount) FILTER (WHERE ts < $cutoff) AS monetary,
+           date_diff('day', (min(ts) FILTER (WHERE ts < $cutoff))::DATE, $as_of) AS tenure_days,
+           avg(amount) FILTER (WHERE ts < $cutoff) AS avg_order_value,
+           count(*) FILTER (WHERE ts >= $cutoff) AS after_as_of
+    FROM purchases
+    GROUP BY customer_id
+"""
 
 
 def build_customer_features(
@@ -104,7 +135,8 @@ def build_customer_features(
     rfm: bool = True,
     never_bought_days: int | None = None,
 ) -> CustomerFeatures:
-    """One row per customer id occurrence: customer attributes left-joined to RFM features.
+    """One row per customer id occurrence: customer attributes left-joined to RFM features,
+    aggregated and joined in DuckDB.
 
     Customers who never bought get a recency and tenure one day past the longest tenure seen, or
     `never_bought_days` when given (scoring uses the fitted run's value, not the new rows')."""
@@ -116,29 +148,74 @@ def build_customer_features(
             raise ConfigError("features.rfm is false and there is no customers source: no features")
         return CustomerFeatures(table=customers)
 
-    typed, unusable = typed_transactions(sources["transactions"], config.transactions)
-    after_as_of = int((typed["ts"] >= pd.Timestamp(as_of + timedelta(days=1))).sum())
-    rfm_table = aggregate_rfm(typed, as_of)
-    if customers is None:
-        base = rfm_table
-        orphans = sources["transactions"].iloc[0:0]
-    else:
-        known = is_in(typed[CUSTOMER_ID], customers[CUSTOMER_ID])
-        orphans = sources["transactions"].loc[typed.index[~known]]
-        base = customers.merge(rfm_table, on=CUSTOMER_ID, how="left")
-        never_bought = base["frequency"].isna()
-        if never_bought_days is None:
-            never_bought_days = int(base["tenure_days"].max()) + 1 if (~never_bought).any() else 0
-        base.loc[never_bought, ["frequency", "monetary", "avg_order_value"]] = 0
-        base.loc[never_bought, ["recency_days", "tenure_days"]] = never_bought_days
+    transactions = sources["transactions"]
+    purchases, unusable = typed_transactions(transactions, config.transactions)
+    cutoff = datetime.combine(as_of + timedelta(days=1), time())
+    with duckdb.connect() as connection:
+        if customers is not None:
+            customer_ids = pa.array(customers[CUSTOMER_ID])
+            purchases = purchases.set_column(
+                0, CUSTOMER_ID, matching_ids(customer_ids, purchases[CUSTOMER_ID])
+            )
+            connection.register(
+                "customer_ids",
+                pa.table({CUSTOMER_ID: customer_ids, "position": np.arange(len(customer_ids))}),
+            )
+        connection.register("purchases", purchases)
+        connection.execute(f"CREATE TEMP TABLE rfm AS {RFM_AGGREGATES}", {"cutoff": cutoff, "as_of": as_of})
+        [(after_as_of,)] = connection.sql("SELECT coalesce(sum(after_as_of), 0) FROM rfm").fetchall()
+        if customers is None:
+            table = connection.sql(
+                f"SELECT customer_id, {', '.join(RFM_COLUMNS)} FROM rfm "
+                "WHERE frequency > 0 ORDER BY customer_id"
+            ).df()
+            orphans = transactions.iloc[0:0]
+        else:
+            table, never_bought_days = joined_to_customers(connection, customers, never_bought_days)
+            orphans = orphan_rows(connection, transactions)
     return CustomerFeatures(
-        table=base,
+        table=table,
         rfm_columns=list(RFM_COLUMNS),
         unusable_transactions=unusable,
         orphan_transactions=orphans,
-        transactions_after_as_of=after_as_of,
+        transactions_after_as_of=int(after_as_of),
         never_bought_days=never_bought_days,
     )
+
+
+def joined_to_customers(
+    connection: duckdb.DuckDBPyConnection, customers: pd.DataFrame, never_bought_days: int | None
+) -> tuple[pd.DataFrame, int]:
+    """The customers with their RFM columns, in their order; who never bought (before the as-of
+    date) gets zero spend and `never_bought_days` of recency and tenure."""
+    columns = connection.sql(
+        f"""
+        SELECT {", ".join(RFM_COLUMNS)}
+        FROM customer_ids LEFT JOIN (SELECT * FROM rfm WHERE frequency > 0) USING (customer_id)
+        ORDER BY position
+        """
+    ).fetchnumpy()
+    never_bought = np.ma.getmaskarray(columns["frequency"])
+    if never_bought_days is None:
+        tenure = columns["tenure_days"][~never_bought]
+        never_bought_days = int(tenure.max()) + 1 if len(tenure) else 0
+    filled = {
+        name: np.ma.filled(values, never_bought_days if name in NEVER_BOUGHT_DAYS_COLUMNS else 0)
+        for name, values in columns.items()
+    }
+    return customers.assign(**filled), never_bought_days
+
+
+def orphan_rows(connection: duckdb.DuckDBPyConnection, transactions: pd.DataFrame) -> pd.DataFrame:
+    """The usable transactions whose customer id is not among the customers (usually none: the
+    12M-row anti-join runs only when some aggregated id is unknown)."""
+    [(unknown,)] = connection.sql(
+        "SELECT count(*) FROM rfm ANTI JOIN customer_ids USING (customer_id)"
+    ).fetchall()
+    if unknown == 0:
+        return transactions.iloc[0:0]
+    rows = connection.sql("SELECT row FROM purchases ANTI JOIN customer_ids USING (customer_id) ORDER BY row")
+    return transactions.iloc[rows.fetchnumpy()["row"]]
 
 
 def feature_quarantine(features: CustomerFeatures, sources: SourcesConfig) -> pd.DataFrame:
@@ -165,7 +242,7 @@ def feature_quarantine(features: CustomerFeatures, sources: SourcesConfig) -> pd
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-@task(name="features")
+@task(name="features", cache_policy=NO_CACHE)
 def features_task(
     sources: dict[str, pd.DataFrame],
     config: SourcesConfig,
