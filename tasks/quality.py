@@ -355,19 +355,8 @@ def _check_compiled(
     row_count = len(table)
     present = [column for column in compiled.columns if column in table.columns]
     runnable = [rule for rule in compiled.rules if set(rule.columns) <= set(present)]
-    frame = _validation_frame(table, compiled, present)
-    with _GX_LOCK:
-        suite = to_expectation_suite(compiled, runnable)
-        # GX's own Validator, which Batch.validate and ValidationDefinition.run both wrap: the
-        # first fetches (and fingerprints) the batch twice, the second keeps every result.
-        from great_expectations.validator.v1_validator import Validator
-
-        validator = Validator(
-            batch_definition=_gx_runtime()[1],
-            batch_parameters={"dataframe": frame},
-            result_format=GX_RESULT_FORMAT,
-        )
-        result = validator.validate_expectation_suite(suite)
+    frame = validation_frame(table, compiled, present)
+    result = validate_with_gx(frame, compiled, runnable)
     gx_results = [None] * len(runnable)
     for gx_result in result.results:
         gx_results[gx_result.expectation_config.meta["position"]] = gx_result
@@ -425,6 +414,22 @@ def _check_compiled(
         validation_result=_serialisable(result),
         personal_columns=compiled.personal,
     )
+
+
+def validate_with_gx(frame: pd.DataFrame, compiled: CompiledContract, rules: list[CompiledRule]):
+    """GX's result of the rules' expectation suite on the frame, with the failing rows' indexes."""
+    with _GX_LOCK:
+        suite = to_expectation_suite(compiled, rules)
+        # GX's own Validator, which Batch.validate and ValidationDefinition.run both wrap: the
+        # first fetches (and fingerprints) the batch twice, the second keeps every result.
+        from great_expectations.validator.v1_validator import Validator
+
+        validator = Validator(
+            batch_definition=_gx_runtime()[1],
+            batch_parameters={"dataframe": frame},
+            result_format=GX_RESULT_FORMAT,
+        )
+        return validator.validate_expectation_suite(suite)
 
 
 @dataclass
@@ -1014,7 +1019,7 @@ def _gx_runtime():
     return gx, asset.add_batch_definition_whole_dataframe("whole_table")
 
 
-def _validation_frame(table: pd.DataFrame, compiled: CompiledContract, present: list[str]) -> pd.DataFrame:
+def validation_frame(table: pd.DataFrame, compiled: CompiledContract, present: list[str]) -> pd.DataFrame:
     """The contract's columns as loaded, plus each typed column read as its logical type."""
     frame = table[present].reset_index(drop=True)
     for column in present:
