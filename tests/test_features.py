@@ -90,3 +90,18 @@ def test_id_column_clash_is_reported():
         build_customer_features(
             {"customers": customers, "transactions": purchases()}, unseen_config(True), AS_OF
         )
+
+
+def test_customer_ids_of_the_same_kind_are_matched_and_other_kinds_named():
+    purchases_by_text = purchases().assign(client=lambda t: t["client"].astype(str))
+    customers = pd.DataFrame({"client": pd.array([7, 8, 10], dtype="int32"), "age": [30, 40, 50]})
+    features = build_customer_features(
+        {"customers": customers, "transactions": purchases()}, unseen_config(True), AS_OF
+    )
+    assert list(features.table["frequency"]) == [3, 1, 0]  # int64 purchases matched to int32 ids
+    with pytest.raises(
+        ConfigError, match=r"int32 in source 'customers' and \w*string in source 'transactions'"
+    ):
+        build_customer_features(
+            {"customers": customers, "transactions": purchases_by_text}, unseen_config(True), AS_OF
+        )
