@@ -9,6 +9,14 @@ with the single-process tasks, and the workers assign every partition with the f
 
 With no more customers than `execution.fit_rows`, the sample is every customer in source order,
 so the fit, and the segments, are the single-process run's.
+
+A uniqueness ("repeats") rule whose key leaves out the customer id holds over the whole source: a
+pre-pass reads only its key columns, shuffles them on a hash of the key and sends every partition
+the rows of the keys that occur more than once; a partition then also quarantines a row whose key
+comes first at an earlier row of another partition. One difference from the single-process run
+remains: when that earlier row fails another rule, the single-process run keeps the later row (the
+first acceptable occurrence), dask mode quarantines it too (the pre-pass does not know other rules'
+verdicts).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -48,12 +56,24 @@ from segflow.tasks.features import (
 )
 from segflow.tasks.preprocess import Preparation, PreparedFeatures, drop_duplicate_customers
 from segflow.tasks.profile import describe
-from segflow.tasks.quality import RuleOutcome, check_sources, contract_for
+from segflow.tasks.quality import (
+    READ_CHECKED_TYPES,
+    CompiledContract,
+    CompiledRule,
+    QualityReport,
+    RuleOutcome,
+    SourcesCheck,
+    _quarantine_frame,
+    _read_as,
+    check_sources,
+    contract_for,
+)
 from segflow.tasks.scale import FittedScaling
 
 ROW = "_row"  # a row's position in its source, which orders customers and numbers quarantined rows
 KEY = "_customer_key"  # a hash of the row's customer id, which places it in a partition
 DRAW = "_draw"  # a seeded hash of the customer id: the fit sample is the customers below a threshold
+KEY_HASH = "_key_hash"  # a hash of a repeat rule's key, which brings equal keys together
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -125,12 +145,16 @@ def source_pieces(name: str, source: SourceConfig, partition_rows: int) -> list[
     return pieces
 
 
-def read_piece(piece: Piece, name: str, source: SourceConfig) -> pd.DataFrame:
-    """One piece as pandas, as the single-process reader gives it, indexed by source row position."""
+def read_piece(
+    piece: Piece, name: str, source: SourceConfig, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """One piece as pandas, as the single-process reader gives it, indexed by source row position;
+    only the given columns when there are some (Dask passes those a computation needs)."""
     if piece.row_groups is None:
         table = read_source(name, piece.path, source.encoding)
+        table = table if columns is None else table.select(columns)
     else:
-        table = pq.ParquetFile(piece.path).read_row_groups(list(piece.row_groups))
+        table = pq.ParquetFile(piece.path).read_row_groups(list(piece.row_groups), columns=columns)
     frame = table.to_pandas()
     frame.index = pd.RangeIndex(max(piece.first_row, 0), max(piece.first_row, 0) + len(frame), name=ROW)
     return frame
@@ -186,6 +210,146 @@ def co_partitioned(
     return parts
 
 
+# --------------------------------------------------------------------------- repeats across partitions
+
+
+@dataclass(frozen=True)
+class RepeatedKeys:
+    """A repeat rule whose key leaves out the customer id, and the rows of its source whose key
+    occurs more than once there: what a partition needs to find repeats across partitions."""
+
+    source: str
+    contract: CompiledContract
+    rule: CompiledRule
+    occurrences: pd.DataFrame  # ROW and the key columns, as rule_keys gives them
+
+
+def cross_partition_rules(
+    config: SourcesConfig, sources: dict[str, dd.DataFrame]
+) -> list[tuple[str, CompiledContract, CompiledRule]]:
+    """The repeat rules that co-partitioning by customer does not make partition-local: their key
+    leaves out the customer id (rules on a column the source lacks do not run)."""
+    found = []
+    for name, source in config.configured():
+        if source.contract is None:
+            continue
+        contract = contract_for(source.contract, name)
+        for rule in contract.rules:
+            if (
+                rule.measure == "repeats"
+                and source.id_column not in rule.columns
+                and set(rule.columns) <= set(sources[name].columns)
+            ):
+                found.append((name, contract, rule))
+    return found
+
+
+def rule_keys(frame: pd.DataFrame, contract: CompiledContract, rule: CompiledRule) -> pd.DataFrame:
+    """A repeat rule's key on each row, as its expectation compares it (a typed column read as its
+    logical type); rows whose key is all null are left out, as Great Expectations leaves them out."""
+    keys = pd.DataFrame(
+        {
+            column: _read_as(frame[column], contract.columns[column])
+            if contract.columns[column] in READ_CHECKED_TYPES
+            else frame[column]
+            for column in rule.columns
+        },
+        index=frame.index,
+    )
+    return keys[keys.notna().any(axis=1)]
+
+
+def hashed_keys(frame: pd.DataFrame, contract: CompiledContract, rule: CompiledRule) -> pd.DataFrame:
+    """ROW, the rule's key and a hash of it, one row per source row with a key."""
+    keys = rule_keys(frame, contract, rule)
+    hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy().view("int64")
+    return keys.reset_index().assign(**{KEY_HASH: hashed})
+
+
+def repeated_only(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The rows whose key (the columns) occurs more than once in the frame, without the hash."""
+    return frame[frame.duplicated(subset=columns, keep=False)].drop(columns=KEY_HASH)
+
+
+def repeated_keys(
+    frame: dd.DataFrame, contract: CompiledContract, rule: CompiledRule, npartitions: int
+) -> dd.DataFrame:
+    """ROW and key of every row whose key occurs more than once in the source. Only the key columns
+    are read; a shuffle on the key's hash brings equal keys into one partition, where pandas finds
+    the repeated ones by their values (a hash collision cannot make two keys equal)."""
+    columns = list(rule.columns)
+    keys = frame[columns].map_partitions(hashed_keys, contract, rule)
+    return keys.shuffle(on=KEY_HASH, npartitions=npartitions).map_partitions(repeated_only, columns)
+
+
+def cross_partition_repeats(
+    keys: pd.DataFrame, partition_rows: pd.Index, occurrences: pd.DataFrame
+) -> np.ndarray:
+    """The rows (ROW, ascending) of a partition whose key comes first at an earlier row of another
+    partition. keys: by ROW, the key of each row the rule judges (no other rule quarantines it);
+    partition_rows: every row of the partition; occurrences: ROW and key of every row of the source
+    whose key occurs more than once. A row repeating a key of its own partition is left out: the
+    partition's check found it."""
+    columns = list(keys.columns)
+    keys = keys.sort_index()
+    first_here = keys[~keys.duplicated(keep="first")].reset_index()
+    elsewhere = occurrences[~occurrences[ROW].isin(partition_rows)]
+    earliest = elsewhere.groupby(columns, dropna=False, sort=False)[ROW].min().rename("_earliest")
+    matched = first_here.merge(earliest.reset_index(), on=columns)
+    return np.sort(matched.loc[matched["_earliest"] < matched[ROW], ROW].to_numpy(dtype="int64"))
+
+
+def rule_holds(rule: CompiledRule, count: int, rows: int) -> bool:
+    """Whether a rule's threshold holds for count failing rows of rows (a number or a share)."""
+    share = 100 * count / rows if rows else 0.0
+    return rule.threshold.holds(share if rule.threshold.unit == "percent" else count)
+
+
+def with_repeats_across(report: QualityReport, table: pd.DataFrame, repeated: RepeatedKeys) -> QualityReport:
+    """A partition's report with the rows repeating a key of an earlier row of another partition
+    counted under the rule, and quarantined under it (out of the passed rows) if the rule
+    quarantines, as the single-process check does. The rule's message keeps the partition's count:
+    the flow words the outcome over all partitions."""
+    rule, contract = repeated.rule, repeated.contract
+    others = {r.rule for r in contract.rules if r.measure != "repeats" and r.quarantines}
+    failing = report.quarantine.loc[report.quarantine["rule"].isin(others), "row_number"].unique()
+    judged = table.drop(index=table.index[failing])
+    rows = cross_partition_repeats(rule_keys(judged, contract, rule), table.index, repeated.occurrences)
+    if not len(rows):
+        return report
+    at = next(i for i, o in enumerate(report.outcomes) if (o.rule, o.column) == (rule.rule, rule.column))
+    count = report.outcomes[at].unexpected_count + len(rows)
+    outcome = replace(
+        report.outcomes[at],
+        unexpected_count=count,
+        success=rule_holds(rule, count, report.outcomes[at].row_count),
+    )
+    outcomes = [*report.outcomes[:at], outcome, *report.outcomes[at + 1 :]]
+    if not rule.quarantines:
+        return replace(report, outcomes=outcomes)
+    positions = table.index.get_indexer(rows)
+    found = _quarantine_frame(table, report.source, [(outcome, positions)], contract.personal)
+    return replace(
+        report,
+        outcomes=outcomes,
+        passed_rows=report.passed_rows[~report.passed_rows.index.isin(rows)],
+        quarantine=pd.concat([report.quarantine, found], ignore_index=True),
+    )
+
+
+def with_repeats_across_partitions(
+    checked: SourcesCheck, sources: dict[str, pd.DataFrame], repeated: list[RepeatedKeys]
+) -> SourcesCheck:
+    """A partition's contract check with every rule's repeats across partitions applied."""
+    reports, passed = dict(checked.reports), dict(checked.passed)
+    for found in repeated:
+        reports[found.source] = with_repeats_across(reports[found.source], sources[found.source], found)
+    for name, report in reports.items():
+        if report is not checked.reports[name]:
+            passed[name] = passed[name][passed[name].index.isin(report.passed_rows.index)]
+    return SourcesCheck(reports=reports, passed=passed, withheld=checked.withheld)
+
+
 # --------------------------------------------------------------------------- per partition
 
 
@@ -220,14 +384,16 @@ def partition_work(
     config: SegflowConfig,
     as_of: date,
     folder: Path,
+    repeated: list[RepeatedKeys],
 ) -> PartitionResult:
-    """Check one partition against the contracts, build its customers' features, drop repeated
-    customers, and write the features (with source row and sample key) to the work folder."""
+    """Check one partition against the contracts (and the repeated keys of the whole source),
+    build its customers' features, drop repeated customers, and write the features (with source
+    row and sample key) to the work folder."""
     sources = {name: part.drop(columns=KEY).sort_index() for name, part in zip(names, parts, strict=True)}
     digest = hashlib.sha256()
     for name in names:
         digest.update(pd.util.hash_pandas_object(sources[name], index=True).to_numpy().tobytes())
-    checked = check_sources(sources, config.sources)
+    checked = with_repeats_across_partitions(check_sources(sources, config.sources), sources, repeated)
     quarantine = [
         report.quarantine.assign(row_number=sources[name].index.to_numpy()[report.quarantine["row_number"]])
         for name, report in checked.reports.items()
@@ -284,7 +450,6 @@ class PartitionedFeatures:
     duplicates: dict[str, int]
     counts: dict[str, int] = field(default_factory=dict)
     never_bought_days: int | None = None
-    partition_local_rules: list[str] = field(default_factory=list)
 
     @property
     def blocking(self) -> list[RuleOutcome]:
@@ -326,9 +491,7 @@ def combined_outcomes(
             success, count = rule.threshold.holds(rows), rows
             detail = None
         else:
-            share = 100 * count / rows if rows else 0.0
-            success = rule.threshold.holds(share if rule.threshold.unit == "percent" else count)
-            detail = None
+            success, detail = rule_holds(rule, count, rows), None
         first = outcomes[0]
         what = (
             f"found {rows:,} rows"
@@ -344,19 +507,6 @@ def combined_outcomes(
             RuleOutcome(name, first.contract, label, column, first.severity, success, count, rows, message)
         )
     return combined
-
-
-def partition_local_rules(config: SourcesConfig) -> list[str]:
-    """Repeat rules whose key leaves out the customer id: checked within each customer's partition
-    only, so a key repeated by two customers in different partitions is not found."""
-    found = []
-    for name, source in config.configured():
-        if source.contract is None:
-            continue
-        for rule in contract_for(source.contract, name).rules:
-            if rule.measure == "repeats" and source.id_column not in rule.columns:
-                found.append(f"source '{name}', rule '{rule.rule}'")
-    return found
 
 
 def combine(
@@ -395,7 +545,6 @@ def combine(
             "transactions_after_as_of": sum(r.transactions_after_as_of for r in results),
         },
         never_bought_days=max(buyers) if buyers else None,
-        partition_local_rules=partition_local_rules(config),
     )
 
 
@@ -406,12 +555,18 @@ def build_partitioned_features(config: SegflowConfig, as_of: date, folder: Path)
     for name, source in config.sources.configured():
         sources[name], rows[name] = partitioned_source(name, source, execution.partition_rows)
     npartitions = max(1, math.ceil(max(rows.values()) / execution.partition_rows))
+    rules = cross_partition_rules(config.sources, sources)
+    occurrences = dask.compute(*[repeated_keys(sources[n], c, r, npartitions) for n, c, r in rules])
+    repeated = [RepeatedKeys(*rule, found) for rule, found in zip(rules, occurrences, strict=True)]
+    shared = dask.delayed(repeated, traverse=False)
     parts = co_partitioned(sources, config.sources, npartitions)
     names = list(parts)
     features_folder = folder / "features"
     features_folder.mkdir(parents=True, exist_ok=True)
     work = [
-        dask.delayed(partition_work)(i, [parts[n][i] for n in names], names, config, as_of, features_folder)
+        dask.delayed(partition_work)(
+            i, [parts[n][i] for n in names], names, config, as_of, features_folder, shared
+        )
         for i in range(npartitions)
     ]
     results = list(dask.compute(*work))
@@ -613,5 +768,3 @@ def log_partitioned(features: PartitionedFeatures) -> None:
     for outcome in features.outcomes:
         if not outcome.success:
             (logger.error if outcome.severity == "critical" else logger.warning)(outcome.message)
-    for rule in features.partition_local_rules:
-        logger.warning("partitioned: %s is checked within each customer's partition only", rule)

@@ -7,6 +7,9 @@ same table as the single-process run, with the same seed, and must give the same
 partitioned assignment must agree with the fit on every customer. The sources are split into
 several partitions (partition_rows 10,000 against ~36,000 transactions) so that the per-partition
 checks and the co-partitioning by customer id are exercised.
+
+An order id reused by another customer usually lands in another partition; the pre-pass over the
+whole source must find it as local mode does (`test_dask_mode_finds_order_ids_repeated_across_partitions`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 from datetime import date
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -22,6 +27,8 @@ from sklearn.metrics import adjusted_rand_score
 from segflow.config import build_config
 from segflow.demo import demo_config as segflow_demo_config
 from segflow.flows.segmentation import segmentation_flow
+from segflow.tasks.partitioned import ROW, cross_partition_repeats
+from segflow.tasks.quality import check_table
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 AS_OF = date(2026, 11, 1)
@@ -77,3 +84,92 @@ def test_dask_mode_publishes_the_segments_of_local_mode(tmp_path, small_demo):
     # the published Parquet snapshot is the warehouse's
     snapshot = pq.read_table(dask_folder / "pq" / "current" / "customer_segments.parquet").to_pandas()
     assert len(snapshot) == len(dask_segments)
+
+
+def test_dask_mode_finds_order_ids_repeated_across_partitions(tmp_path, small_demo):
+    """Order ids reused by other customers (two or three customers each, rows that pass every other
+    rule): local mode quarantines every later use under 'order_id unique', dask mode the same rows,
+    although the customers of a reused id sit in different partitions."""
+    transactions = pq.read_table(small_demo["transactions"]).to_pandas()
+    contract = segflow_demo_config(tmp_path, small_demo)["sources"]["transactions"]["contract"]
+    clean = check_table(transactions, contract, "transactions").passed_rows.index
+    clean = clean[~transactions.loc[clean, "order_id"].duplicated(keep=False).to_numpy()]
+    groups = np.random.default_rng(5).choice(clean, size=(120, 3), replace=False)
+    groups[:60, 2] = -1  # the first 60 ids are used twice, the others three times
+    planted = []
+    for group in groups:
+        rows = group[group >= 0]
+        if transactions.loc[rows, "customer_id"].nunique() == len(rows):
+            transactions.loc[rows, "order_id"] = transactions.loc[rows.min(), "order_id"]
+            planted.append(np.sort(rows))
+    data = {"customers": small_demo["customers"], "transactions": tmp_path / "transactions.parquet"}
+    pq.write_table(pa.Table.from_pandas(transactions, preserve_index=False), data["transactions"])
+    local_folder, dask_folder = tmp_path / "local", tmp_path / "dask"
+    local = segmentation_flow(config=demo_config(data, local_folder, {}), as_of=AS_OF)
+    execution = {
+        "mode": "dask",
+        "n_workers": 2,
+        "memory_limit_per_worker": "1.5GB",
+        "partition_rows": 5_000,
+        "work_folder": str(tmp_path / "work"),
+    }
+    partitioned = segmentation_flow(config=demo_config(data, dask_folder, execution), as_of=AS_OF)
+
+    assert partitioned["status"] == local["status"] == "published"
+    local_segments, local_facts = published(local_folder)
+    dask_segments, dask_facts = published(dask_folder)
+    repeats = local_facts["quarantine"].query("rule == 'order_id unique'")["row_number"]
+    later_uses = {int(row) for rows in planted for row in rows[1:]}
+    assert later_uses <= set(repeats)
+    # the customers of a reused id sit in different partitions (read from the partition files)
+    partition_of = {
+        customer: path.name
+        for path in sorted((tmp_path / "work").glob("*/features/part-*.parquet"))
+        for customer in pq.read_table(path, columns=["customer_id"])["customer_id"].to_pylist()
+    }
+    owners = transactions["customer_id"].to_numpy()
+    crossing = [rows for rows in planted if len({partition_of[owners[r]] for r in rows}) > 1]
+    assert len(crossing) > 50
+    # dask mode quarantines the same rows under the same rules, and publishes the same segments
+    pd.testing.assert_frame_equal(dask_facts["quarantine"], local_facts["quarantine"])
+    for fact in ("rows_read", "rows_quarantined", "rows_published"):
+        assert dask_facts["run"][fact] == local_facts["run"][fact], fact
+    assert list(dask_segments["customer_id"]) == list(local_segments["customer_id"])
+    assert (dask_segments["segment_key"] == local_segments["segment_key"]).all()
+
+
+def test_cross_partition_repeats_are_rows_whose_key_comes_first_in_another_partition():
+    """A partition of rows 10-15, 20, 30 and 31; another rule quarantines rows 11 and 14, the repeat
+    rule judges the others."""
+    keys = pd.DataFrame(
+        {
+            "order_id": ["a", "b", "c", "a", "e", "x", "y"],
+            "channel": ["web", "web", "web", "web", "web", None, "app"],
+        },
+        index=pd.Index([10, 12, 13, 20, 15, 30, 31], name=ROW),
+    )
+    partition_rows = pd.Index([10, 11, 12, 13, 14, 15, 20, 30, 31], name=ROW)
+    occurrences = pd.DataFrame(
+        [
+            ("a", "web", 3),  # elsewhere, earlier: row 10 repeats it; row 20 repeats row 10 here
+            ("a", "web", 10),
+            ("a", "web", 20),
+            ("b", "web", 11),  # here, but failing another rule: row 12 is the first acceptable one
+            ("b", "web", 12),
+            ("b", "web", 40),  # elsewhere, later
+            ("c", "store", 1),  # another key than row 13's
+            ("c", "store", 50),
+            ("e", "web", 14),  # here, not judged by the rule (row 14 is not in keys)...
+            ("e", "web", 15),
+            ("e", "web", 9),  # ...and elsewhere, earlier: row 15 repeats it
+            ("x", None, 30),
+            ("x", None, 2),  # a partly null key repeats as pandas' duplicated says
+            ("y", "app", 31),
+            ("y", "app", 31_000),
+        ],
+        columns=["order_id", "channel", ROW],
+    )
+
+    found = cross_partition_repeats(keys, partition_rows, occurrences)
+
+    assert found.tolist() == [10, 15, 30]
