@@ -21,12 +21,41 @@ QUARANTINE_COLUMNS = [c for c, _ in TABLES["quarantine"].columns]
 
 
 def input_fingerprint(sources: dict[str, pd.DataFrame]) -> str:
-    """A content hash of every input table (row order included)."""
+    """A content hash of every input table (row order included): each column written as an Arrow
+    IPC stream into SHA-256. Pandas' row hashing took 11 s for 12M transactions."""
     digest = hashlib.sha256()
+    sink = pa.PythonFile(DigestWriter(digest), mode="w")
     for name in sorted(sources):
         digest.update(name.encode())
-        digest.update(pd.util.hash_pandas_object(sources[name], index=False).to_numpy().tobytes())
+        for column, values in sources[name].items():
+            table = pa.table({str(column): arrow_column(values)})
+            with pa.ipc.new_stream(sink, table.schema) as stream:
+                stream.write_table(table)
     return digest.hexdigest()[:32]
+
+
+@dataclass
+class DigestWriter:
+    """A write-only file that feeds what is written to a hash."""
+
+    digest: Any
+    closed: bool = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def arrow_column(values: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """A column as Arrow (no copy for numpy or Arrow-backed columns); a column of mixed Python
+    objects, which Arrow cannot type, as pandas' hash of each value."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.array(pd.util.hash_pandas_object(values, index=False).to_numpy())
 
 
 def quarantine_rows(
