@@ -300,7 +300,11 @@ def cross_partition_repeats(
 
 
 def rule_holds(rule: CompiledRule, count: int, rows: int) -> bool:
-    """Whether a rule's threshold holds for count failing rows of rows (a number or a share)."""
+    """Whether a rule holds for count failing rows of rows: its threshold (a number or a share);
+    without one (a structural flag such as `unique: true`), GX's `mostly`, else no row may fail."""
+    if rule.threshold is None:
+        mostly = rule.expectation["kwargs"].get("mostly")
+        return count == 0 if mostly is None else rows == 0 or 1 - count / rows >= mostly
     share = 100 * count / rows if rows else 0.0
     return rule.threshold.holds(share if rule.threshold.unit == "percent" else count)
 

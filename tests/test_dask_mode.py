@@ -27,8 +27,8 @@ from sklearn.metrics import adjusted_rand_score
 from segflow.config import build_config
 from segflow.demo import demo_config as segflow_demo_config
 from segflow.flows.segmentation import segmentation_flow
-from segflow.tasks.partitioned import ROW, cross_partition_repeats
-from segflow.tasks.quality import check_table
+from segflow.tasks.partitioned import ROW, cross_partition_repeats, rule_holds
+from segflow.tasks.quality import CompiledRule, check_table
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 AS_OF = date(2026, 11, 1)
@@ -173,3 +173,16 @@ def test_cross_partition_repeats_are_rows_whose_key_comes_first_in_another_parti
     found = cross_partition_repeats(keys, partition_rows, occurrences)
 
     assert found.tolist() == [10, 15, 30]
+
+
+def unique_rule(kwargs: dict) -> CompiledRule:
+    expectation = {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "order_id", **kwargs}}
+    return CompiledRule("unique", "order_id", ("order_id",), "critical", expectation, "repeats", None)
+
+
+def test_a_repeat_rule_without_threshold_holds_as_its_expectation_says():
+    """A structural `unique: true` has no threshold: no repeat may be found, or GX's `mostly`."""
+    assert rule_holds(unique_rule({}), 0, 100)
+    assert not rule_holds(unique_rule({}), 1, 100)
+    assert rule_holds(unique_rule({"mostly": 0.9}), 10, 100)
+    assert not rule_holds(unique_rule({"mostly": 0.9}), 11, 100)
