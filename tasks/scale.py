@@ -36,9 +36,12 @@ class FittedScaling:
         values = model_input[self.columns].to_numpy(dtype=np.float64)
         if self.magnitudes is not None:
             values = values / self.magnitudes
-        matrix = self.scaler.transform(values)
+        return self.weighted(self.scaler.transform(values))
+
+    def weighted(self, scaled: np.ndarray) -> np.ndarray:
+        """Scaled values with the category weights applied (in place)."""
         weights = np.array([self.column_weights.get(c, 1.0) for c in self.columns])
-        return np.ascontiguousarray(matrix * weights, dtype=np.float64)
+        return np.multiply(scaled, weights, out=np.ascontiguousarray(scaled, dtype=np.float64))
 
 
 def category_weights(matrix: np.ndarray, columns: list[str], categorical: list[str]) -> dict[str, float]:
@@ -57,22 +60,25 @@ def category_weights(matrix: np.ndarray, columns: list[str], categorical: list[s
     return weights
 
 
-def fit_scaling(model_input: pd.DataFrame, kind: str, categorical: list[str]) -> FittedScaling:
+def fit_scaling(
+    model_input: pd.DataFrame, kind: str, categorical: list[str]
+) -> tuple[FittedScaling, np.ndarray]:
+    """The fitted scaling and the model input scaled by it (scaled once, not fitted then redone)."""
     scaler = SCALERS[kind]()
     columns = list(model_input.columns)
     values = model_input.to_numpy(dtype=np.float64)
     largest = np.abs(values).max(axis=0) if len(values) else np.zeros(len(columns))
     magnitudes = np.ldexp(1.0, np.frexp(largest)[1] - 1)
     scaled = scaler.fit_transform(values / magnitudes)
-    return FittedScaling(scaler, columns, category_weights(scaled, columns, categorical), magnitudes)
+    scaling = FittedScaling(scaler, columns, category_weights(scaled, columns, categorical), magnitudes)
+    return scaling, scaling.weighted(scaled)
 
 
 @task(name="scale", cache_policy=NO_CACHE)
 def scale_task(
     model_input: pd.DataFrame, kind: str, categorical: list[str]
 ) -> tuple[np.ndarray, FittedScaling]:
-    scaling = fit_scaling(model_input, kind, categorical)
-    matrix = scaling.transform(model_input)
+    scaling, matrix = fit_scaling(model_input, kind, categorical)
     get_run_logger().info(
         "scale: %s scaler on a %d x %d matrix; category weights %s",
         kind,

@@ -58,8 +58,8 @@ def test_unknown_feature_column_is_named():
 @pytest.mark.parametrize("kind", ["minmax", "standard", "robust"])
 def test_scalers_give_finite_matrices(kind):
     prepared = prepare_features(customers(), FeaturesConfig(categorical=["channel"]), PreprocessConfig(), [])
-    scaling = fit_scaling(prepared.model_input, kind, ["channel"])
-    matrix = scaling.transform(prepared.model_input)
+    scaling, matrix = fit_scaling(prepared.model_input, kind, ["channel"])
+    assert np.array_equal(scaling.transform(prepared.model_input), matrix)  # new rows, same scaling
     assert matrix.shape == prepared.model_input.shape
     assert np.isfinite(matrix).all()
     columns = list(prepared.model_input.columns)

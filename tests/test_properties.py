@@ -148,9 +148,7 @@ def test_only_finite_numbers_reach_the_clustering(case, scaler, impute):
     assert len(prepared.model_input) == len(table) == len(prepared.readable)
     assert np.isfinite(prepared.model_input.to_numpy(dtype=np.float64)).all()
     assume(prepared.model_input.shape[1] > 0)  # else the feasibility gate stops the run before scaling
-    matrix = fit_scaling(prepared.model_input, scaler, prepared.categorical_columns).transform(
-        prepared.model_input
-    )
+    matrix = fit_scaling(prepared.model_input, scaler, prepared.categorical_columns)[1]
     assert matrix.shape == prepared.model_input.shape
     assert np.isfinite(matrix).all()
 
@@ -355,9 +353,7 @@ def test_an_accepted_table_yields_one_segment_per_customer(case):
     features = build_customer_features({"customers": table}, config.sources, AS_OF)
     prepared = prepare_features(features.table, config.features, config.preprocess, features.rfm_columns)
     assume(prepared.model_input.shape[1] > 0)
-    matrix = fit_scaling(prepared.model_input, "minmax", prepared.categorical_columns).transform(
-        prepared.model_input
-    )
+    matrix = fit_scaling(prepared.model_input, "minmax", prepared.categorical_columns)[1]
     assert np.isfinite(matrix).all()
     try:
         segmentation = fit_segmentation(matrix, config.clustering)
@@ -389,5 +385,6 @@ def test_values_near_the_float_limit_overflow_neither_the_mean_nor_the_scalers(v
     prepared = prepare_features(table, FeaturesConfig(numeric=["x"]), PreprocessConfig(impute="mean"), [])
     assert np.isfinite(prepared.model_input.to_numpy()).all()
     for scaler in ("minmax", "standard", "robust"):
-        matrix = fit_scaling(prepared.model_input, scaler, []).transform(prepared.model_input)
+        scaling, matrix = fit_scaling(prepared.model_input, scaler, [])
         assert np.isfinite(matrix).all() and matrix[0, 0] != matrix[3, 0], scaler
+        assert np.array_equal(scaling.transform(prepared.model_input), matrix), scaler
