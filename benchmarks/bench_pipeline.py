@@ -13,11 +13,11 @@ the flows run inside one test harness, as with a running `prefect server`.
 Next to the stages it times each stage's work done the plain way with the same libraries, on the
 same data and settings (read the Parquet files into pandas; GX's Validator alone on the contract
 suites; RFM aggregated and joined to the customers in one DuckDB query; sklearn imputation and
-one-hot encoding; a min-max scaler; the same K-Means k search in plain sklearn; a pandas group-by
-for the profiles; the run's tables written to a new DuckDB file and to Parquet files) and prints
-stage / standalone ratios. A run the gate rejects is a result too: the outcome
-line says published or rejected (with the gate's reasons), the segments and how the clustering
-sampled, as recorded in the run's `segmentation_runs` row.
+one-hot encoding; the configured sklearn scaler; the same K-Means k search in plain sklearn; pandas
+group-bys for the profiles' medians, means and category counts; the run's tables written to a new
+DuckDB file and to Parquet files) and prints stage / standalone ratios. A run the gate rejects is
+a result too: the outcome line says published or rejected (with the gate's reasons), the segments
+and how the clustering sampled, as recorded in the run's `segmentation_runs` row.
 """
 
 from __future__ import annotations
@@ -198,8 +198,10 @@ def standalone(folder: Path, output: Path, config: SegflowConfig) -> dict[str, f
         matrix = scaler().fit_transform(model_input)
     with timed(timings, "cluster"):  # the same k search: fits on a sample, silhouette on another
         labels = plain_kmeans_search(matrix, config.clustering)
-    with timed(timings, "profile"):  # median and mean of every number per segment
+    with timed(timings, "profile"):  # per segment: median and mean of the numbers, category counts
         deduplicated[numeric].groupby(labels).agg(["median", "mean"])
+        for column in categorical:
+            deduplicated.groupby(labels)[column].value_counts()
     # the run's published tables, written plainly to both targets
     timings["publish"] = write_tables_plainly(output / "warehouse.duckdb", output / "plain")
     return timings
