@@ -2,13 +2,17 @@
 
 The demo generator builds customers and ~12 orders each in memory, so the data is written in
 chunks of 500k customers (one Parquet file per chunk and table, ids renumbered to stay unique and
-within the contract's C + 7 digits). To fit this 2-core machine's disk and time, each chunk keeps
-only a share of its orders (--orders-share; 0.2 leaves ~2.4 orders per customer). Every stage's
+within the contract's C + 7 digits). A chunk can keep only a share of its orders (--orders-share;
+1.0, the default, keeps all ~12 per customer). Every stage's
 wall time comes from the flow's Prefect task runs; peak memory is the largest sum of the resident
 memory of this process and every process it started (the Dask scheduler, nanny and workers),
 sampled every 0.2 s.
 
-    .venv/bin/python benchmarks/bench_dask.py --customers 10000000 --orders-share 0.2
+Then the single-process flow runs on the Dask run's fit sample (the customers drawn for the fit,
+with all their rows of both sources, in source order) and the two runs' segments of those
+customers are compared (adjusted Rand index 1.0: the same segments).
+
+    .venv/bin/python benchmarks/bench_dask.py --customers 10000000 --orders-share 1.0
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import time
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sklearn.metrics import adjusted_rand_score
 
 from segflow.config import build_config
 from segflow.demo import demo_config, generate_demo_tables
+from segflow.tasks.partitioned import draw_keys, sample_threshold
 
 DATA = Path(__file__).parent / "data"
 CHUNK = 500_000
@@ -100,14 +107,54 @@ def stage_times(flow_run_id) -> list[tuple[str, float]]:
     return [(r.name, (r.end_time - r.start_time).total_seconds()) for r in runs if r.end_time]
 
 
+def same_as_single_process(
+    folder: Path, paths: dict[str, Path], dask_output: Path, fit_rows: int, seed: int
+) -> str:
+    """Run the single-process flow on the Dask run's fit sample (those customers' rows of both
+    sources, in source order) and compare the two runs' segments of those customers."""
+    from segflow.flows.segmentation import segmentation_flow
+
+    with duckdb.connect(str(dask_output / "warehouse.duckdb"), read_only=True) as warehouse:
+        published = warehouse.sql("SELECT customer_id, segment_key FROM segments.customer_segments").df()
+    drawn = draw_keys(published["customer_id"], seed) < sample_threshold(len(published), fit_rows)
+    sample = published[drawn]
+    sample_folder = folder / "fit-sample"
+    shutil.rmtree(sample_folder, ignore_errors=True)
+    sample_folder.mkdir()
+    sample_paths = {name: sample_folder / f"{name}.parquet" for name in paths}
+    with duckdb.connect() as connection:
+        connection.register("sample", pa.table({"customer_id": sample["customer_id"].to_numpy()}))
+        for name, path in paths.items():
+            connection.execute(
+                f"COPY (SELECT * FROM read_parquet('{path}/*.parquet') "
+                f"WHERE customer_id IN (SELECT customer_id FROM sample)) TO '{sample_paths[name]}'"
+            )
+    output = sample_folder / "output"
+    raw = demo_config(output, sample_paths)
+    raw["clustering"] = {"algorithm": "kmeans", "seed": seed}
+    state = segmentation_flow(config=build_config(raw), as_of=AS_OF, return_state=True)
+    with duckdb.connect(str(output / "warehouse.duckdb"), read_only=True) as warehouse:
+        single = warehouse.sql("SELECT customer_id, segment_key FROM segments.customer_segments").df()
+    both = sample.merge(single, on="customer_id", suffixes=("_dask", "_single"))
+    agreement = adjusted_rand_score(both["segment_key_dask"], both["segment_key_single"])
+    return (
+        f"single-process run on the fit sample: {state.name}; {len(single):,} customers published "
+        f"of {len(sample):,} drawn; {len(both):,} in both; adjusted Rand index of the two runs' "
+        f"segments {agreement:.4f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=10_000_000)
-    parser.add_argument("--orders-share", type=float, default=0.2)
+    parser.add_argument("--orders-share", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-per-worker", default="4GB")
     parser.add_argument("--partition-rows", type=int, default=1_000_000)
     parser.add_argument("--fit-rows", type=int, default=200_000)
+    parser.add_argument(
+        "--compare-only", action="store_true", help="skip the Dask run; compare its last output"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -116,7 +163,8 @@ def main() -> None:
     print(f"data: ready in {time.perf_counter() - started:.0f} s at {folder}", flush=True)
 
     output = folder / "output"
-    shutil.rmtree(output, ignore_errors=True)
+    if not args.compare_only:
+        shutil.rmtree(output, ignore_errors=True)
     raw = demo_config(output, paths)
     raw["clustering"] = {"algorithm": "kmeans"}
     raw["execution"] = {
@@ -132,15 +180,20 @@ def main() -> None:
 
     from segflow.flows.segmentation import segmentation_flow
 
-    with prefect_test_harness(server_startup_timeout=120), PeakMemory() as memory:
-        flow_started = time.perf_counter()
-        state = segmentation_flow(config=config, as_of=AS_OF, return_state=True)
-        wall = time.perf_counter() - flow_started
-        times = stage_times(state.state_details.flow_run_id)
-    print(f"flow: {state.name} in {wall:.0f} s; peak RSS (driver + cluster) {memory.peak / 1e9:.2f} GB")
-    print(state.result(raise_on_failure=False))
-    for name, seconds in times:
-        print(f"  {name:<32} {seconds:8.1f} s")
+    with prefect_test_harness(server_startup_timeout=120):
+        if not args.compare_only:
+            with PeakMemory() as memory:
+                flow_started = time.perf_counter()
+                state = segmentation_flow(config=config, as_of=AS_OF, return_state=True)
+                wall = time.perf_counter() - flow_started
+                times = stage_times(state.state_details.flow_run_id)
+            print(
+                f"flow: {state.name} in {wall:.0f} s; peak RSS (driver + cluster) {memory.peak / 1e9:.2f} GB"
+            )
+            print(state.result(raise_on_failure=False))
+            for name, seconds in times:
+                print(f"  {name:<32} {seconds:8.1f} s", flush=True)
+        print(same_as_single_process(folder, paths, output, args.fit_rows, config.clustering.seed))
 
 
 if __name__ == "__main__":

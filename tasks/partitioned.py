@@ -44,7 +44,7 @@ from prefect_dask import DaskTaskRunner, get_dask_client
 
 from segflow.config import ExecutionConfig, SegflowConfig, SourceConfig, SourcesConfig
 from segflow.errors import ConfigError, SourceError
-from segflow.ledger import QUARANTINE_COLUMNS, RunLedger
+from segflow.ledger import QUARANTINE_COLUMNS, RunLedger, input_fingerprint
 from segflow.sources import _matching_files, read_source, source_format
 from segflow.tasks.cluster import Segmentation
 from segflow.tasks.features import (
@@ -394,9 +394,9 @@ def partition_work(
     build its customers' features, drop repeated customers, and write the features (with source
     row and sample key) to the work folder."""
     sources = {name: part.drop(columns=KEY).sort_index() for name, part in zip(names, parts, strict=True)}
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(input_fingerprint(sources).encode())
     for name in names:
-        digest.update(pd.util.hash_pandas_object(sources[name], index=True).to_numpy().tobytes())
+        digest.update(sources[name].index.to_numpy().tobytes())  # the rows' places in the source
     checked = with_repeats_across_partitions(check_sources(sources, config.sources), sources, repeated)
     quarantine = [
         report.quarantine.assign(row_number=sources[name].index.to_numpy()[report.quarantine["row_number"]])
