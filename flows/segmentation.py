@@ -29,7 +29,7 @@ from segflow.tasks.publish import (
     read_state_task,
     record_run_task,
 )
-from segflow.tasks.quality import output_contract_task, quality_task
+from segflow.tasks.quality import check_contracts, output_contract_task, quality_task
 from segflow.tasks.report import report_inputs, report_task
 from segflow.tasks.scale import scale_task
 from segflow.tasks.score import fitted_model, model_write
@@ -50,6 +50,7 @@ def stop(
 
 def checked_sources(config: SegflowConfig, ledger: RunLedger, stores: list[PublicationStore]):
     """Read every configured source and check it against its contract; stop on a blocking failure."""
+    check_contracts(config.sources)
     memory_budget_task(config.sources, config.resources)
     sources = {name: ingest_source(name, source) for name, source in config.sources.configured()}
     ledger.note_sources(sources, config.sources.id_columns())
@@ -62,6 +63,7 @@ def checked_sources(config: SegflowConfig, ledger: RunLedger, stores: list[Publi
 
 def partitioned_sample(cluster: PartitionedRun, ledger: RunLedger, stores: list[PublicationStore]):
     """Dask mode: check and featurise every partition on the cluster; the features of the fit sample."""
+    check_contracts(cluster.config.sources)
     checked = cluster.checked_features(ledger)
     if checked.blocking:
         stop(stores, ledger, ContractViolation(checked.message))

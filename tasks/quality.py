@@ -344,6 +344,14 @@ def contract_for(contract_path: str | Path, source: str) -> CompiledContract:
     return compile_contract(contract, _object_for(contract, source))
 
 
+def check_contracts(sources: SourcesConfig) -> None:
+    """Read and compile every configured contract: a broken one stops the run (ConfigError) before
+    any source is read."""
+    for name, source in sources.configured():
+        if source.contract is not None:
+            contract_for(source.contract, name)
+
+
 def check_table(table: pd.DataFrame, contract_path: str | Path, source: str) -> QualityReport:
     """Check every row of a source table against its contract; quarantine the rows that fail."""
     return _check_compiled(table, contract_for(contract_path, source), str(contract_path), source)

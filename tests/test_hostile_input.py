@@ -362,3 +362,18 @@ def test_odd_unicode_ids_are_published_unchanged_and_categories_unified(tmp_path
         assert set(ODD_IDS) <= set(published)  # byte for byte: no normalising, trimming or merging
     categories = json.loads(details)["preprocess"]["categories"]["Kanal"]
     assert sorted(categories) == sorted(CHANNEL_SPELLINGS)  # one category per meaning
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_broken_contract_stops_the_run_before_any_source_is_read(tmp_path, capsys, monkeypatch):
+    """The contracts are compiled first: the absent source is never reached."""
+    monkeypatch.chdir(tmp_path)
+    contract = tmp_path / "broken.odcs.yaml"
+    contract.write_text("apiVersion: v3.1.0\nkind: DataContract\nschema: [", encoding="utf-8")
+    raw = base_config(tmp_path)
+    raw["sources"]["transactions"]["uri"] = str(tmp_path / "absent.parquet")
+    raw["sources"]["transactions"]["contract"] = str(contract)
+    code, stderr = run(capsys, "--config", str(write_config(tmp_path, raw)))
+    assert code == 2, stderr
+    assert "is not valid YAML" in stderr and str(contract) in stderr
+    assert "absent.parquet" not in stderr
