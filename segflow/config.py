@@ -262,6 +262,9 @@ class ExecutionConfig(StrictModel):
     # where the workers write the partitioned features and segments: a folder every worker and the
     # flow can read (a shared mount with a remote scheduler); None: a temporary folder of the flow
     work_folder: Path | None = None
+    # keep a run's partition files under work_folder when it ends (to look into them); by default
+    # they are removed, so that nightly runs do not fill the shared folder
+    keep_work: bool = False
 
 
 class NotifyConfig(StrictModel):

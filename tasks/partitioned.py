@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,11 +96,16 @@ def task_runner(execution: ExecutionConfig) -> DaskTaskRunner:
 
 @contextmanager
 def work_folder(execution: ExecutionConfig, run_id: str) -> Iterator[Path]:
-    """The run's folder for partitioned intermediates: under the configured one, else temporary."""
+    """The run's folder for partitioned intermediates: under the configured one (removed when the
+    run ends, unless execution.keep_work), else temporary."""
     if execution.work_folder is not None:
         folder = Path(execution.work_folder) / run_id
         folder.mkdir(parents=True, exist_ok=True)
-        yield folder
+        try:
+            yield folder
+        finally:
+            if not execution.keep_work:
+                shutil.rmtree(folder, ignore_errors=True)
         return
     with tempfile.TemporaryDirectory(prefix=f"segflow-{run_id}-") as temporary:
         yield Path(temporary)

@@ -57,9 +57,9 @@ def published(folder) -> tuple[pd.DataFrame, dict]:
     return segments, {"run": run.iloc[0].to_dict(), "quarantine": quarantine}
 
 
-def local_and_dask(data: dict, folder, partition_rows: int) -> tuple[dict, dict]:
+def local_and_dask(data: dict, folder, partition_rows: int, keep_work: bool = False) -> tuple[dict, dict]:
     """The flow on the same data in local mode (under folder/local) and in dask mode on two
-    LocalCluster workers (under folder/dask)."""
+    LocalCluster workers (under folder/dask, its partition files under folder/work)."""
     local = segmentation_flow(config=demo_config(data, folder / "local", {}), as_of=AS_OF)
     execution = {
         "mode": "dask",
@@ -67,6 +67,7 @@ def local_and_dask(data: dict, folder, partition_rows: int) -> tuple[dict, dict]
         "memory_limit_per_worker": "1.5GB",
         "partition_rows": partition_rows,
         "work_folder": str(folder / "work"),
+        "keep_work": keep_work,
     }
     partitioned = segmentation_flow(config=demo_config(data, folder / "dask", execution), as_of=AS_OF)
     return local, partitioned
@@ -94,6 +95,8 @@ def test_dask_mode_publishes_the_segments_of_local_mode(tmp_path, small_demo):
     # the published Parquet snapshot is the warehouse's
     snapshot = pq.read_table(tmp_path / "dask" / "pq" / "current" / "customer_segments.parquet")
     assert snapshot.num_rows == partitioned["customers"]
+    # the run's partition files leave the configured work folder with the run
+    assert (tmp_path / "work").is_dir() and not list((tmp_path / "work").iterdir())
 
 
 def test_dask_mode_finds_order_ids_repeated_across_partitions(tmp_path, small_demo):
@@ -114,7 +117,7 @@ def test_dask_mode_finds_order_ids_repeated_across_partitions(tmp_path, small_de
             planted.append(np.sort(rows))
     data = {"customers": small_demo["customers"], "transactions": tmp_path / "transactions.parquet"}
     pq.write_table(pa.Table.from_pandas(transactions, preserve_index=False), data["transactions"])
-    local, partitioned = local_and_dask(data, tmp_path, partition_rows=5_000)
+    local, partitioned = local_and_dask(data, tmp_path, partition_rows=5_000, keep_work=True)
 
     assert partitioned["status"] == local["status"] == "published"
     # the customers of a reused id sit in different partitions (read from the partition files)
