@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from segflow.errors import PublishError
 from segflow.ledger import RunLedger
 from segflow.parquet_store import ParquetStore
 from segflow.stores import DuckDBStore, PostgresStore, TableWrite
@@ -83,18 +84,24 @@ def test_publish_then_rerun_the_same_date_is_idempotent(target):
     assert snapshot["customer_id"].is_unique and len(snapshot) == len(IDS)
 
 
+class UnreadableRows:
+    """Rows that fail when a target reads them, as a table lost mid-publication would."""
+
+    def __getattr__(self, name: str):
+        raise OSError("the rows cannot be read")
+
+
 def test_a_failing_publication_leaves_the_previous_one_readable(target):
     store, read = target
     store.publish(DAY1, publication_for(store, labels(1), DAY1))
     before = read("customer_segments")
     writes = publication_for(store, labels(2), DAY2)
-    # the changes repeat a primary key, after customer_segments is already written
+    # the changes cannot be written, after customer_segments is already written
     changes = next(w for w in writes if w.name == "segment_changes")
-    duplicated = TableWrite(changes.name, pa.concat_tables([changes.rows, changes.rows]), "as_of")
-    broken = [duplicated if w is changes else w for w in writes]
-    assert broken.index(duplicated) > [w.name for w in broken].index("customer_segments")
-    with pytest.raises(Exception, match="(?i)duplicate|primary key|constraint"):
-        store.publish(DAY2, broken)
+    changes.rows = UnreadableRows()
+    assert writes.index(changes) > [w.name for w in writes].index("customer_segments")
+    with pytest.raises(Exception, match="cannot be read"):
+        store.publish(DAY2, writes)
     pd.testing.assert_frame_equal(before, read("customer_segments"))
     assert set(pd.to_datetime(read("segment_changes")["as_of"]).dt.date) == {DAY1}
 
@@ -145,3 +152,10 @@ def test_parquet_pruning_keeps_the_last_publications_and_never_touches_other_fol
     made = [p for p in (tmp_path / "pq" / "publications").iterdir() if p != foreign]
     assert len(made) == 5 and (tmp_path / "pq" / "current").resolve() in made
     assert (foreign / "keep.txt").read_text() == "not segflow's"
+
+
+def test_a_write_whose_rows_repeat_the_primary_key_is_refused_when_built(target):
+    store, _ = target
+    changes = next(w for w in publication_for(store, labels(1), DAY1) if w.name == "segment_changes")
+    with pytest.raises(PublishError, match=r"\d+ rows repeat the primary key"):
+        TableWrite(changes.name, pa.concat_tables([changes.rows, changes.rows.slice(0, 3)]), "as_of")
