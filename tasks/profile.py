@@ -11,6 +11,7 @@ from prefect.logging import get_run_logger
 from segflow.tables import NOISE_NAME
 
 NOISE_LABEL = -1
+RFM_BASE_MEDIANS = ("recency_days", "tenure_days")  # what rfm_name compares a segment's medians with
 
 
 def feature_statistics(readable: pd.DataFrame, labels: np.ndarray, numeric: list[str]) -> pd.DataFrame:
@@ -29,18 +30,21 @@ def feature_statistics(readable: pd.DataFrame, labels: np.ndarray, numeric: list
 
 
 def top_categories(readable: pd.DataFrame, labels: np.ndarray, categorical: list[str]) -> dict:
-    """Per segment and category column: the three most common values and their shares."""
+    """Per segment and category column: the three most common values and their shares of the
+    segment's rows with a value (counted on codes: a pandas value_counts per segment took 2x as long)."""
     result: dict[int, dict[str, dict[str, float]]] = {}
+    segments, segment_of_row = np.unique(labels, return_inverse=True)
     for column in categorical:
-        shares = (
-            pd.DataFrame({"label": labels, "value": readable[column].to_numpy()})
-            .groupby("label")["value"]
-            .value_counts(normalize=True)
-        )
-        for (label, value), share in shares.items():
-            top = result.setdefault(int(label), {}).setdefault(column, {})
-            if len(top) < 3:
-                top[str(value)] = round(float(share), 4)
+        codes, values = pd.factorize(readable[column])
+        known = codes >= 0
+        counts = np.bincount(
+            segment_of_row[known] * len(values) + codes[known], minlength=len(segments) * len(values)
+        ).reshape(len(segments), len(values))
+        for counted, label in zip(counts, segments, strict=True):
+            top = np.argsort(-counted, kind="stable")[:3]
+            shares = {str(values[i]): round(float(counted[i] / counted.sum()), 4) for i in top if counted[i]}
+            if shares:
+                result.setdefault(int(label), {})[column] = shares
     return result
 
 
@@ -114,7 +118,7 @@ def profile_segments(
     """One row per segment label: size, share, feature statistics, top categories, name, description."""
     stats = feature_statistics(readable, labels, numeric)
     categories = top_categories(readable, labels, categorical)
-    overall_median = readable[numeric].median().to_dict()
+    overall_median = readable[[c for c in RFM_BASE_MEDIANS if c in numeric]].median().to_dict()
     sizes = pd.Series(labels).value_counts().sort_index()
     rows = []
     for label, size in sizes.items():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from segflow.tables import NOISE_NAME
-from segflow.tasks.profile import profile_segments
+from segflow.tasks.profile import profile_segments, top_categories
 
 
 def test_profiles_name_rfm_segments_and_stay_unique():
@@ -49,3 +49,16 @@ def test_profiles_name_rfm_segments_and_stay_unique():
     assert profiles["size"].sum() == len(labels)
     assert profiles.loc[0, "features"]["frequency"]["median"] == 40
     assert set(profiles.loc[0, "top_categories"]["channel"]) <= {"web", "app"}
+
+
+def test_top_categories_are_the_three_most_common_values_among_a_segments_known_values():
+    readable = pd.DataFrame(
+        {"channel": pd.Series(["web"] * 5 + ["app"] * 3 + ["shop", "fax", None, None], dtype="str")}
+    )
+    labels = np.array([0] * 12)
+    labels[-1] = -1  # a noise row, with a missing channel
+    readable.loc[11, "channel"] = "web"
+    assert top_categories(readable, labels, ["channel"]) == {
+        0: {"channel": {"web": 0.5, "app": 0.3, "shop": 0.1}},  # of the 10 rows with a channel
+        -1: {"channel": {"web": 1.0}},
+    }
