@@ -51,6 +51,8 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, Sta
 from segflow.config import ClusteringConfig, SegflowConfig, build_config
 from segflow.demo import demo_config, generate_demo_tables
 from segflow.errors import GateRejected
+from segflow.stores import create_table_sql
+from segflow.tables import TABLES
 from segflow.tasks.cluster import KMEANS_RESTARTS
 from segflow.tasks.features import RFM_COLUMNS
 from segflow.tasks.quality import contract_for, validate_with_gx, validation_frame
@@ -244,8 +246,8 @@ def plain_kmeans_search(matrix: np.ndarray, clustering: ClusteringConfig) -> np.
 
 
 def write_tables_plainly(warehouse: Path, folder: Path) -> float:
-    """Seconds to write every table of the run's warehouse into a new DuckDB file and into Parquet
-    files, in one transaction and one file per table."""
+    """Seconds to write every table of the run's warehouse into a new DuckDB file (in one
+    transaction, `customer_segments` with its primary key) and into Parquet files, one per table."""
     folder.mkdir()
     with duckdb.connect(str(warehouse), read_only=True) as published:
         names = [
@@ -260,7 +262,10 @@ def write_tables_plainly(warehouse: Path, folder: Path) -> float:
         connection.begin()
         for name, table in tables.items():
             connection.register("incoming", table)
-            connection.execute(f'CREATE TABLE "{name}" AS SELECT * FROM incoming')
+            # the snapshot's primary key is part of the interface (INTERFACE.md), plain or not
+            key = TABLES[name].primary_key if name == "customer_segments" else ()
+            connection.execute(create_table_sql(f'"{name}"', table.schema, key, "duckdb", False))
+            connection.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
         connection.commit()
     for name, table in tables.items():
         pq.write_table(table, folder / f"{name}.parquet")
