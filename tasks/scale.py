@@ -18,6 +18,8 @@ from prefect.logging import get_run_logger
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 SCALERS = {"minmax": MinMaxScaler, "standard": StandardScaler, "robust": RobustScaler}
+# below this, a sum of squares of any number of rows a machine can hold stays finite (1e100^2 x 1e100)
+SAFE_MAGNITUDE = 1e100
 
 
 @dataclass
@@ -67,9 +69,12 @@ def fit_scaling(
     scaler = SCALERS[kind]()
     columns = list(model_input.columns)
     values = model_input.to_numpy(dtype=np.float64)
-    largest = np.abs(values).max(axis=0) if len(values) else np.zeros(len(columns))
-    magnitudes = np.ldexp(1.0, np.frexp(largest)[1] - 1)
-    scaled = scaler.fit_transform(values / magnitudes)
+    largest = np.maximum(values.max(axis=0), -values.min(axis=0)) if len(values) else np.zeros(len(columns))
+    magnitudes = None
+    if largest.max(initial=0.0) > SAFE_MAGNITUDE:  # only then is a copy divided down worth its cost
+        magnitudes = np.ldexp(1.0, np.frexp(largest)[1] - 1)
+        values = values / magnitudes
+    scaled = scaler.fit_transform(values)
     scaling = FittedScaling(scaler, columns, category_weights(scaled, columns, categorical), magnitudes)
     return scaling, scaling.weighted(scaled)
 
