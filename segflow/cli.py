@@ -121,37 +121,40 @@ def run_flow(flow_call: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, An
         return 1, None
 
 
-def print_targets(summary: dict[str, Any]) -> None:
-    for target in summary["targets"]:
-        print(f"segflow: output: {target}")
+def flow_command(run: Callable[[], dict[str, Any]], outcome: Callable[[dict[str, Any]], str]) -> int:
+    """Run a flow; when it publishes, say what it did and where it wrote."""
+    code, summary = run_flow(run)
+    if summary is not None:
+        print(f"\nsegflow: {outcome(summary)}")
+        for target in summary["targets"]:
+            print(f"segflow: output: {target}")
+    return code
 
 
 def run_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
     from segflow.flows.segmentation import segmentation_flow
 
-    code, summary = run_flow(lambda: segmentation_flow(config=config, as_of=arguments.as_of))
-    if summary is not None:
-        print(
-            f"\nsegflow: published {summary['customers']:,} customers in {summary['segments']} segments "
+    return flow_command(
+        lambda: segmentation_flow(config=config, as_of=arguments.as_of),
+        lambda summary: (
+            f"published {summary['customers']:,} customers in {summary['segments']} segments "
             f"as of {summary['as_of']} (run {summary['run_id']}; {summary['changes']:,} changes, "
             f"{summary['quarantined_rows']:,} quarantined rows)"
-        )
-        print_targets(summary)
-    return code
+        ),
+    )
 
 
 def score_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
     from segflow.flows.scoring import scoring_flow
 
-    code, summary = run_flow(lambda: scoring_flow(config=config, as_of=arguments.as_of))
-    if summary is not None:
-        print(
-            f"\nsegflow: scored {summary['customers']:,} customers as of {summary['as_of']} with the model "
-            f"of run {summary['model_run_id']} (run {summary['run_id']}; {summary['changes']:,} entered or "
-            f"moved, {summary['quarantined_rows']:,} quarantined rows)"
-        )
-        print_targets(summary)
-    return code
+    return flow_command(
+        lambda: scoring_flow(config=config, as_of=arguments.as_of),
+        lambda summary: (
+            f"scored {summary['customers']:,} customers as of {summary['as_of']} with the model "
+            f"of run {summary['model_run_id']} (run {summary['run_id']}; {summary['changes']:,} entered "
+            f"or moved, {summary['quarantined_rows']:,} quarantined rows)"
+        ),
+    )
 
 
 def backfill_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
