@@ -305,16 +305,6 @@ def cross_partition_repeats(
     return np.sort(matched.loc[matched["_earliest"] < matched[ROW], ROW].to_numpy(dtype="int64"))
 
 
-def rule_holds(rule: CompiledRule, count: int, rows: int) -> bool:
-    """Whether a rule holds for count failing rows of rows: its threshold (a number or a share);
-    without one (a structural flag such as `unique: true`), GX's `mostly`, else no row may fail."""
-    if rule.threshold is None:
-        mostly = rule.expectation["kwargs"].get("mostly")
-        return count == 0 if mostly is None else rows == 0 or 1 - count / rows >= mostly
-    share = 100 * count / rows if rows else 0.0
-    return rule.threshold.holds(share if rule.threshold.unit == "percent" else count)
-
-
 def with_repeats_across(report: QualityReport, table: pd.DataFrame, repeated: RepeatedKeys) -> QualityReport:
     """A partition's report with the rows repeating a key of an earlier row of another partition
     counted under the rule, and quarantined under it (out of the passed rows) if the rule
@@ -332,7 +322,7 @@ def with_repeats_across(report: QualityReport, table: pd.DataFrame, repeated: Re
     outcome = replace(
         report.outcomes[at],
         unexpected_count=count,
-        success=rule_holds(rule, count, report.outcomes[at].row_count),
+        success=rule.holds_for(count, report.outcomes[at].row_count),
     )
     outcomes = [*report.outcomes[:at], outcome, *report.outcomes[at + 1 :]]
     if not rule.quarantines:
@@ -495,13 +485,13 @@ def combined_outcomes(
             success = all(o.success for o in outcomes)
             mostly = rule.expectation["kwargs"].get("mostly") if rule is not None and not raised else None
             if mostly is not None:
-                success = rows == 0 or 1 - count / rows >= mostly
+                success = rule.holds_for(count, rows)
             detail = (raised or outcomes)[0].message if not success and raised else None
         elif rule.measure == "row_count":
             success, count = rule.threshold.holds(rows), rows
             detail = None
         else:
-            success, detail = rule_holds(rule, count, rows), None
+            success, detail = rule.holds_for(count, rows), None
         first = outcomes[0]
         what = (
             f"found {rows:,} rows"

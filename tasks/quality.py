@@ -161,6 +161,16 @@ class CompiledRule:
     measure: str
     threshold: Threshold | None
 
+    def holds_for(self, count: int, rows: int) -> bool:
+        """Whether the rule holds with count of rows failing: its threshold (a number or a share of
+        the rows); without one (a structural flag such as `unique: true`), GX's `mostly`, else no
+        row may fail."""
+        if self.threshold is None:
+            mostly = self.expectation["kwargs"].get("mostly")
+            return count == 0 if mostly is None else rows == 0 or 1 - count / rows >= mostly
+        share = 100 * count / rows if rows else 0.0
+        return self.threshold.holds(share if self.threshold.unit == "percent" else count)
+
     @property
     def quarantines(self) -> bool:
         """Whether failing rows leave the table (row rules without tolerance, not info)."""
@@ -1116,10 +1126,7 @@ def _verdict(rule: CompiledRule, gx_result, count: int, row_count: int) -> tuple
         observed = int(gx_result.result["observed_value"])
         return rule.threshold.holds(observed), f"found {observed:,} rows"
     share = 100 * count / row_count if row_count else 0.0
-    if rule.threshold is None:
-        success = bool(gx_result.success)
-    else:
-        success = rule.threshold.holds(share if rule.threshold.unit == "percent" else count)
+    success = bool(gx_result.success) if rule.threshold is None else rule.holds_for(count, row_count)
     detail = f"{count:,} of {row_count:,} rows fail"
     if rule.measure == "repeats":
         detail += " as repeats of an earlier row"

@@ -26,7 +26,7 @@ import pytest
 from segflow.config import build_config
 from segflow.demo import demo_config as segflow_demo_config
 from segflow.flows.segmentation import segmentation_flow
-from segflow.tasks.partitioned import ROW, cross_partition_repeats, rule_holds
+from segflow.tasks.partitioned import ROW, cross_partition_repeats
 from segflow.tasks.quality import CompiledRule, check_table
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
@@ -179,7 +179,7 @@ def unique_rule(kwargs: dict) -> CompiledRule:
 
 def test_a_repeat_rule_without_threshold_holds_as_its_expectation_says():
     """A structural `unique: true` has no threshold: no repeat may be found, or GX's `mostly`."""
-    assert rule_holds(unique_rule({}), 0, 100)
-    assert not rule_holds(unique_rule({}), 1, 100)
-    assert rule_holds(unique_rule({"mostly": 0.9}), 10, 100)
-    assert not rule_holds(unique_rule({"mostly": 0.9}), 11, 100)
+    assert unique_rule({}).holds_for(0, 100)
+    assert not unique_rule({}).holds_for(1, 100)
+    assert unique_rule({"mostly": 0.9}).holds_for(10, 100)
+    assert not unique_rule({"mostly": 0.9}).holds_for(11, 100)
