@@ -37,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -161,15 +162,23 @@ def standalone_in_a_fresh_process(folder: Path, output: Path, config: SegflowCon
         return child.submit(standalone, folder, output, config).result()
 
 
+def gx_alone(table: pd.DataFrame, contract_path: Path, name: str) -> float:
+    """Seconds of GX's Validator alone on a source, with the frame and suite the stage gives it."""
+    contract = contract_for(contract_path, name)
+    present = [column for column in contract.columns if column in table.columns]
+    frame = validation_frame(table, contract, present)
+    start = time.perf_counter()
+    validate_with_gx(frame, contract, [rule for rule in contract.rules if set(rule.columns) <= set(present)])
+    return time.perf_counter() - start
+
+
 def warm_up_gx(config: SegflowConfig) -> None:
     """Run the contract suites once on a few rows: GX's imports and setup, which the run paid on its
     first size, are not the reference's work."""
     for name, source in config.sources.configured():
-        few = pq.ParquetFile(source.uri).read_row_group(0).slice(0, 100).to_pandas()
-        contract = contract_for(source.contract, name)
-        present = [column for column in contract.columns if column in few.columns]
-        runnable = [rule for rule in contract.rules if set(rule.columns) <= set(present)]
-        validate_with_gx(validation_frame(few, contract, present), contract, runnable)
+        gx_alone(
+            pq.ParquetFile(source.uri).read_row_group(0).slice(0, 100).to_pandas(), source.contract, name
+        )
 
 
 def standalone(folder: Path, output: Path, config: SegflowConfig) -> dict[str, float]:
@@ -179,15 +188,9 @@ def standalone(folder: Path, output: Path, config: SegflowConfig) -> dict[str, f
     warm_up_gx(config)
     with timed(timings, "ingest"):  # Parquet to the pandas frames the stages take
         frames = {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in SOURCES}
-    gx_seconds = 0.0
-    for name, table in frames.items():  # GX's Validator alone, on the frame and suite it is given
-        contract = contract_for(getattr(config.sources, name).contract, name)
-        present = [column for column in contract.columns if column in table.columns]
-        frame = validation_frame(table, contract, present)
-        start = time.perf_counter()
-        validate_with_gx(frame, contract, [r for r in contract.rules if set(r.columns) <= set(present)])
-        gx_seconds += time.perf_counter() - start
-    timings["quality"] = gx_seconds
+    timings["quality"] = sum(
+        gx_alone(table, getattr(config.sources, name).contract, name) for name, table in frames.items()
+    )
     ts, amount = config.sources.transactions.timestamp_column, config.sources.transactions.amount_column
     with timed(timings, "features"), duckdb.connect() as connection:  # RFM aggregated and joined
         for name, frame in frames.items():
