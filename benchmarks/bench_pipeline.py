@@ -50,13 +50,14 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
 from segflow.config import ClusteringConfig, SegflowConfig, build_config
+from segflow.contracts.gx import validate_with_gx, validation_frame
+from segflow.contracts.odcs import contract_for
 from segflow.demo import demo_config, generate_demo_tables
 from segflow.errors import GateRejected
 from segflow.stores import create_table_sql
 from segflow.tables import TABLES
 from segflow.tasks.cluster import KMEANS_RESTARTS
 from segflow.tasks.features import RFM_COLUMNS
-from segflow.tasks.quality import contract_for, validate_with_gx, validation_frame
 
 DATA = Path(__file__).resolve().parent / "data"
 SOURCES = ("customers", "transactions")

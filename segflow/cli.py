@@ -84,7 +84,7 @@ def data_docs_command(arguments: argparse.Namespace) -> int:
     if not files:
         print(f"segflow: no validation_*.json files in {arguments.results}", file=sys.stderr)
         return 2
-    from segflow.tasks.quality import build_data_docs
+    from segflow.contracts.results import build_data_docs
 
     index = build_data_docs(files, arguments.out or arguments.results / "data_docs")
     print(f"segflow: Data Docs at {index} (its pages load their styles from public CDNs)")

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
+from segflow.contracts.odcs import load_contract
 from segflow.errors import ConfigError
-from segflow.tasks.quality import load_contract
 
 CONTRACTS = sorted((Path(__file__).parents[1] / "data_contracts").glob("*.yaml"))
 

@@ -26,7 +26,8 @@ import yaml
 from segflow.config import build_config
 from segflow.errors import ConfigError
 from segflow.flows.segmentation import segmentation_flow
-from segflow.tasks.quality import PERSONAL_DATA_WITHHELD, check_sources, check_table
+from segflow.quarantine import PERSONAL_DATA_WITHHELD
+from tests.helpers import check_configured, check_file
 from tests.test_flow import unseen_transactions
 
 AS_OF = date(2026, 11, 1)
@@ -169,7 +170,7 @@ def pii_config(inputs: Path, out: Path, **features):
 
 def test_quarantined_rows_keep_their_id_and_withhold_personal_values(tmp_path):
     _, _, contract = write_inputs(tmp_path)
-    report = check_table(planted_customers(), contract, "customers")
+    report = check_file(planted_customers(), contract, "customers")
     quarantine = report.quarantine
     assert dict(quarantine["rule"].value_counts()) == {
         "mail matches ^[^@ ]+@[^@ ]+$": len(BAD_MAILS),
@@ -191,13 +192,13 @@ def test_personal_columns_are_not_passed_on_unless_the_config_needs_them(tmp_pat
     config = build_config(
         {"sources": {"customers": {"uri": str(customers), "contract": str(contract), "id_column": "kunde"}}}
     )
-    checked = check_sources({"customers": planted_customers()}, config.sources)
+    checked = check_configured({"customers": planted_customers()}, config.sources)
     assert list(checked.passed["customers"].columns) == ["kunde", "land", "besuche"]
     assert checked.withheld == {"customers": ["mail", "voller_name", "telefon"]}
 
     # a personal column that is the customer id is kept: the id is published by design
     config.sources.customers.id_column = "mail"
-    checked = check_sources({"customers": planted_customers()}, config.sources)
+    checked = check_configured({"customers": planted_customers()}, config.sources)
     assert "mail" in checked.passed["customers"].columns
     assert checked.withheld == {"customers": ["voller_name", "telefon"]}
 

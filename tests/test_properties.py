@@ -26,8 +26,8 @@ from segflow.tasks.features import RFM_COLUMNS, build_customer_features
 from segflow.tasks.preprocess import prepare_features
 from segflow.tasks.profile import profile_segments
 from segflow.tasks.publish import build_publication, publication_writes
-from segflow.tasks.quality import check_table
 from segflow.tasks.scale import fit_scaling
+from tests.helpers import check_file
 
 AS_OF = date(2026, 11, 1)
 FAST = settings(
@@ -303,7 +303,7 @@ def test_a_table_breaking_a_critical_rule_is_rejected_by_that_rule(tmp_path_fact
     table, id_name, number, category, allowed = case
     path = tmp_path_factory.mktemp("contract") / "generated.odcs.yaml"
     path.write_text(yaml.safe_dump(contract_for(id_name, number, category, 0.0, allowed)), encoding="utf-8")
-    report = check_table(table, path, "customers")
+    report = check_file(table, path, "customers")
 
     ids, numbers, values = table[id_name], table[number], table[category]
     expected = {
@@ -333,7 +333,7 @@ def test_a_contract_naming_columns_that_differ_only_in_case_is_refused(tmp_path)
     path.write_text(yaml.safe_dump(contract_for("id", "P", "p", 0.0, ["a"])), encoding="utf-8")
     table = pd.DataFrame({"id": ["x"], "P": [0.0], "p": ["a"]})
     with pytest.raises(ConfigError, match="'P' and 'p' differ only in case"):
-        check_table(table, path, "customers")
+        check_file(table, path, "customers")
 
 
 # --- the chain: a table the contract accepts yields one segment per customer --------------------

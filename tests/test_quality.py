@@ -10,17 +10,11 @@ import pandas as pd
 import pytest
 
 from segflow.config import SourceConfig, SourcesConfig, TransactionsSourceConfig
+from segflow.contracts.check import QualityReport, RuleOutcome, SourcesCheck
+from segflow.contracts.gx import to_expectation_suite
+from segflow.contracts.odcs import compile_contract, compile_contract_file, load_contract
 from segflow.errors import ConfigError, ContractViolation
-from segflow.tasks.quality import (
-    QualityReport,
-    RuleOutcome,
-    check_sources,
-    check_table,
-    compile_contract,
-    load_contract,
-    raise_on_blocking,
-    to_expectation_suite,
-)
+from tests.helpers import check_configured, check_file
 
 DATA_CONTRACTS = Path(__file__).parents[1] / "data_contracts"
 CUSTOMERS = str(DATA_CONTRACTS / "customers.odcs.yaml")
@@ -92,7 +86,7 @@ def write_contract(tmp_path: Path, properties: list[dict], quality: list[dict] =
 
 def test_clean_customers_pass_whole():
     table = customers()
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {}
     assert report.blocking == [] and report.warnings == []
     assert report.contract_version == "1.0.0"
@@ -100,7 +94,7 @@ def test_clean_customers_pass_whole():
     assert list(report.quarantine.columns) == [
         "source",
         "rule",
-        "column",
+        "column_name",
         "severity",
         "row_number",
         "record",
@@ -112,7 +106,7 @@ def test_clean_customers_pass_whole():
 
 def test_clean_transactions_pass_whole():
     table = transactions()
-    report = check_table(table, TRANSACTIONS, "transactions")
+    report = check_file(table, TRANSACTIONS, "transactions")
     assert failed(report) == {}
     assert [o.rule for o in report.outcomes] == [
         "order_id unique",
@@ -130,14 +124,14 @@ def test_clean_transactions_pass_whole():
 
 
 def test_a_single_customer_passes():
-    report = check_table(customers(1), CUSTOMERS, "customers")
+    report = check_file(customers(1), CUSTOMERS, "customers")
     assert failed(report) == {}
     assert len(report.passed_rows) == 1
 
 
 def test_columns_outside_the_contract_are_kept_but_not_checked():
     table = customers(3).assign(notes=["anything", None, 42])
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {}
     assert list(report.passed_rows.columns) == list(table.columns)
 
@@ -147,7 +141,7 @@ def test_columns_outside_the_contract_are_kept_but_not_checked():
 
 def test_missing_required_column_is_a_critical_outcome_not_a_traceback():
     table = transactions(4).drop(columns=["amount"])
-    report = check_table(table, TRANSACTIONS, "transactions")
+    report = check_file(table, TRANSACTIONS, "transactions")
     assert failed(report) == {"amount present": ("amount", "critical", 4)}
     assert report.blocking[0].message == (
         "column 'amount' required by the contract is missing from source 'transactions'; "
@@ -158,7 +152,7 @@ def test_missing_required_column_is_a_critical_outcome_not_a_traceback():
 
 
 def test_missing_optional_column_is_a_warning():
-    report = check_table(customers(3).drop(columns=["email"]), CUSTOMERS, "customers")
+    report = check_file(customers(3).drop(columns=["email"]), CUSTOMERS, "customers")
     assert failed(report) == {"email present": ("email", "warning", 3)}
     assert report.blocking == []
     assert "its rules were skipped" in report.warnings[0].message
@@ -167,7 +161,7 @@ def test_missing_optional_column_is_a_warning():
 def test_text_in_an_integer_column_fails_the_type_rule_naming_the_column():
     table = customers(5)
     table["age"] = pd.Series([30, "thirty", 41.5, None, "42"], dtype=object)
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {"age is integer": ("age", "critical", 2)}
     assert quarantined(report, "age is integer") == [1, 2]
     assert report.blocking[0].message == (
@@ -184,7 +178,7 @@ def test_text_in_a_number_and_a_date_column():
         ["2024-03-01T10:00:00", "2024-03-02", "yesterday", "2024-03-04", "2024-03-05"],
         dtype=object,
     )
-    report = check_table(table, TRANSACTIONS, "transactions")
+    report = check_file(table, TRANSACTIONS, "transactions")
     assert failed(report) == {
         "amount is number": ("amount", "critical", 1),
         "amount not null": ("amount", "critical", 1),
@@ -202,7 +196,7 @@ def test_text_in_a_number_and_a_date_column():
 def test_null_ids_are_critical_and_quarantined():
     table = customers(5)
     table.loc[[1, 3], "customer_id"] = None
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {"customer_id not null": ("customer_id", "critical", 2)}
     assert quarantined(report, "customer_id not null") == [1, 3]
     first = json.loads(report.quarantine["record"].iloc[0])
@@ -217,7 +211,7 @@ def test_null_ids_are_critical_and_quarantined():
         "email_opens_90d": "3",
         "email_clicks_90d": "1",
     }
-    labels = report.quarantine[["source", "column", "severity"]].drop_duplicates()
+    labels = report.quarantine[["source", "column_name", "severity"]].drop_duplicates()
     assert labels.values.tolist() == [["customers", "customer_id", "critical"]]
 
 
@@ -225,7 +219,7 @@ def test_duplicate_ids_quarantine_only_the_later_occurrences():
     table = customers(4)
     table = pd.concat([table, table.iloc[[0]], table.iloc[[1]].assign(age=60)])
     table.index = [10, 11, 12, 13, 14, 15]
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {"customer_id unique": ("customer_id", "warning", 2)}
     assert quarantined(report, "customer_id unique") == [4, 5]
     assert report.passed_rows.index.tolist() == [10, 11, 12, 13]
@@ -237,7 +231,7 @@ def test_a_duplicate_is_kept_when_the_first_occurrence_is_quarantined_for_anothe
     table = customers(3)
     table = pd.concat([table, table.iloc[[0]]], ignore_index=True)
     table.loc[0, "country"] = "XX"
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {
         "country in [DE, FR, GB, US, ES, IT, NL]": ("country", "warning", 1),
     }
@@ -247,7 +241,7 @@ def test_a_duplicate_is_kept_when_the_first_occurrence_is_quarantined_for_anothe
 def test_duplicated_transaction_rows_are_quarantined_and_their_share_reported():
     table = transactions(20)
     table = pd.concat([table, table.iloc[[0, 5]]], ignore_index=True)
-    report = check_table(table, TRANSACTIONS, "transactions")
+    report = check_file(table, TRANSACTIONS, "transactions")
     assert failed(report) == {
         "order_id unique": ("order_id", "warning", 2),
         "rows unique (failing rows <= 5%)": (None, "warning", 2),
@@ -265,7 +259,7 @@ def test_duplicated_transaction_rows_are_quarantined_and_their_share_reported():
 def test_a_duplicate_share_within_tolerance_passes():
     table = transactions(40)
     table = pd.concat([table, table.iloc[[3]]], ignore_index=True)
-    report = check_table(table, TRANSACTIONS, "transactions")
+    report = check_file(table, TRANSACTIONS, "transactions")
     assert failed(report) == {"order_id unique": ("order_id", "warning", 1)}
     assert outcome(report, "rows unique (failing rows <= 5%)").unexpected_count == 1
 
@@ -276,7 +270,7 @@ def test_a_duplicate_share_within_tolerance_passes():
 def test_negative_zero_and_absurd_amounts_are_quarantined_as_warnings():
     table = transactions(8)
     table["amount"] = [12.5, -3.0, 0.0, 100_000.0, 100_000.01, 2.5e9, np.nan, 99.99]
-    report = check_table(table, TRANSACTIONS, "transactions")
+    report = check_file(table, TRANSACTIONS, "transactions")
     assert failed(report) == {
         "amount between 0 and 100000": ("amount", "warning", 4),
         "amount not null": ("amount", "critical", 1),
@@ -293,7 +287,7 @@ def test_negative_zero_and_absurd_amounts_are_quarantined_as_warnings():
 def test_unknown_categories_and_other_spellings_are_caught():
     table = transactions(6)
     table["sales_channel"] = ["web", "fax", "Web", " app", "store ", "app"]
-    report = check_table(table, TRANSACTIONS, "transactions")
+    report = check_file(table, TRANSACTIONS, "transactions")
     assert failed(report) == {"sales_channel in [web, store, app]": ("sales_channel", "warning", 4)}
     assert quarantined(report, "sales_channel in [web, store, app]") == [1, 2, 3, 4]
     assert report.passed_rows["sales_channel"].tolist() == ["web", "app"]
@@ -303,7 +297,7 @@ def test_country_case_and_spaces_and_nullable_channel():
     table = customers(5)
     table["country"] = ["DE", "de", "FR ", "XX", None]
     table["acquisition_channel"] = [None, "organic", "Organic", "email", None]
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {
         "country in [DE, FR, GB, US, ES, IT, NL]": ("country", "warning", 3),
         "acquisition_channel in [organic, paid_search, social, referral, email, affiliate]": (
@@ -319,7 +313,7 @@ def test_pattern_rules_have_their_own_severities():
     table = customers(4)
     table["email"] = ["a@example.com", "not-an-email", None, "b@example"]
     table.loc[3, "customer_id"] = "c0000004"
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {
         "customer_id matches ^C[0-9]{7}$": ("customer_id", "critical", 1),
         "email matches ^[^@ ]+@[^@ ]+[.][^@ ]+$": ("email", "warning", 2),
@@ -331,7 +325,7 @@ def test_out_of_range_ages_and_negative_counts():
     table = customers(4)
     table["age"] = [17, 18, 100, 101]
     table["email_clicks_90d"] = [0, -1, 2, 3]
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {
         "age between 18 and 100": ("age", "warning", 2),
         "email_clicks_90d >= 0": ("email_clicks_90d", "critical", 1),
@@ -344,7 +338,7 @@ def test_out_of_range_ages_and_negative_counts():
 
 def test_empty_table_fails_only_the_row_count():
     table = customers().iloc[:0]
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {"row count >= 1": (None, "critical", 0)}
     assert report.blocking[0].message == (
         f"source 'customers', rule 'row count >= 1' (critical): found 0 rows [{CUSTOMERS}]"
@@ -357,9 +351,9 @@ def test_all_null_columns():
     table = customers(3)
     table["age"] = None
     table["email"] = None
-    assert failed(check_table(table, CUSTOMERS, "customers")) == {}
+    assert failed(check_file(table, CUSTOMERS, "customers")) == {}
     table["signup_date"] = pd.NaT
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     assert failed(report) == {"signup_date not null": ("signup_date", "critical", 3)}
     assert quarantined(report, "signup_date not null") == [0, 1, 2]
     assert len(report.passed_rows) == 0
@@ -369,7 +363,7 @@ def test_all_null_columns():
 
 
 def test_compiled_suite_carries_each_rules_severity():
-    compiled = compile_contract(load_contract(TRANSACTIONS))
+    compiled = compile_contract(load_contract(TRANSACTIONS), None, TRANSACTIONS)
     severities = {rule.rule: rule.severity for rule in compiled.rules}
     assert severities == {
         "order_id unique": "warning",
@@ -426,7 +420,7 @@ def test_severity_spellings_and_tolerances(tmp_path):
     table = pd.DataFrame(
         {"id": ["a", "b", "c", "d"], "colour": ["red", "blue", None, None], "size": [1, 2, 3, 4]}
     )
-    report = check_table(table, contract, "things")
+    report = check_file(table, contract, "things")
     assert failed(report) == {
         "colour in [red]": ("colour", "info", 1),
         "colour not null (failing rows < 50%)": ("colour", "warning", 2),
@@ -453,7 +447,7 @@ def test_a_property_is_read_from_its_physical_column(tmp_path):
         ],
         [{"metric": "duplicateValues", "arguments": {"properties": ["amount"]}, "mustBe": 0}],
     )
-    report = check_table(pd.DataFrame({"amount_eur": [5.0, -1.0, 5.0]}), contract, "things")
+    report = check_file(pd.DataFrame({"amount_eur": [5.0, -1.0, 5.0]}), contract, "things")
     assert failed(report) == {
         "amount_eur >= 0": ("amount_eur", "critical", 1),
         "rows unique": (None, "critical", 1),
@@ -478,8 +472,9 @@ def test_custom_rule_with_an_unknown_expectation_is_a_config_error(tmp_path):
             }
         ],
     )
-    with pytest.raises(ConfigError, match="has no expectation 'expect_column_values_to_be_huge'"):
-        check_table(pd.DataFrame({"size": [1.0]}), contract, "things")
+    refused = "expectation 'expect_column_values_to_be_huge' is not one segflow runs from a contract"
+    with pytest.raises(ConfigError, match=refused):
+        check_file(pd.DataFrame({"size": [1.0]}), contract, "things")
 
 
 def test_custom_rule_with_wrong_arguments_is_a_config_error(tmp_path):
@@ -491,7 +486,7 @@ def test_custom_rule_with_wrong_arguments_is_a_config_error(tmp_path):
     contract = write_contract(tmp_path, [{"name": "size", "logicalType": "number", "quality": [custom]}])
     expected = "rule 'size expect_column_values_to_be_between': Great Expectations rejects"
     with pytest.raises(ConfigError, match=expected):
-        check_table(pd.DataFrame({"size": [1.0]}), contract, "things")
+        check_file(pd.DataFrame({"size": [1.0]}), contract, "things")
 
 
 @pytest.mark.parametrize(
@@ -530,7 +525,7 @@ def test_custom_rule_with_wrong_arguments_is_a_config_error(tmp_path):
 )
 def test_rules_segflow_cannot_enforce_are_rejected_when_loading(tmp_path, property_, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        load_contract(write_contract(tmp_path, [property_]))
+        compile_contract_file(write_contract(tmp_path, [property_]))
 
 
 @pytest.mark.parametrize(
@@ -556,31 +551,34 @@ def test_a_missing_contract_file_is_a_config_error(tmp_path):
 # --- reporting --------------------------------------------------------------------------------
 
 
-def test_raise_on_blocking_lists_every_blocking_rule():
+def test_the_blocking_message_lists_every_blocking_rule_of_every_source():
     no_ids = customers(3).assign(customer_id=None)
     no_amount = transactions(3).drop(columns=["amount"])
-    reports = [
-        check_table(no_ids, CUSTOMERS, "customers"),
-        check_table(no_amount, TRANSACTIONS, "transactions"),
-        check_table(transactions(3).assign(sales_channel="fax"), TRANSACTIONS, "transactions"),
-    ]
-    with pytest.raises(ContractViolation) as caught:
-        raise_on_blocking(reports)
-    assert str(caught.value) == (
+    blocked = SourcesCheck(
+        reports={
+            "customers": check_file(no_ids, CUSTOMERS, "customers"),
+            "transactions": check_file(no_amount, TRANSACTIONS, "transactions"),
+        },
+        passed={},
+    )
+    error = ContractViolation(blocked.message)
+    assert str(error) == (
         "2 critical data-contract rule(s) failed:\n"
         f"- source 'customers', column 'customer_id', rule 'customer_id not null' (critical): "
         f"3 of 3 rows fail [{CUSTOMERS}]\n"
         "- column 'amount' required by the contract is missing from source 'transactions'; "
         f"found: order_id, customer_id, order_ts, sales_channel [{TRANSACTIONS}]"
     )
-    assert caught.value.exit_code == 3
-    raise_on_blocking(reports[2:])
+    assert error.exit_code == 3
+    warned_only = check_file(transactions(3).assign(sales_channel="fax"), TRANSACTIONS, "transactions")
+    not_blocked = SourcesCheck(reports={"transactions": warned_only}, passed={})
+    assert warned_only.warnings and not not_blocked.blocking and not_blocked.message == ""
 
 
 def test_validation_result_holds_severities_and_counts_but_no_row_values():
     table = customers(3)
     table["email"] = ["jane.doe@example.com", "jane.doe-at-example.com", None]
-    report = check_table(table, CUSTOMERS, "customers")
+    report = check_file(table, CUSTOMERS, "customers")
     text = json.dumps(report.validation_result)
     assert "jane.doe" not in text
     results = report.validation_result["results"]
@@ -599,7 +597,7 @@ def test_check_sources_checks_sources_with_a_contract_and_passes_the_others_on()
     people = customers(4)
     people.loc[[0, 2], "customer_id"] = None
     orders = transactions(5).assign(sales_channel="fax")
-    checked = check_sources({"customers": people, "transactions": orders}, config)
+    checked = check_configured({"customers": people, "transactions": orders}, config)
     assert list(checked.reports) == ["customers"]
     assert checked.contract_versions == {"customers": "1.0.0"}
     # email is personal data in the contract: checked, then withheld from the later stages
@@ -627,6 +625,6 @@ def test_check_sources_checks_sources_with_a_contract_and_passes_the_others_on()
 
 def test_check_sources_without_contracts_checks_nothing():
     config = SourcesConfig(customers=SourceConfig(uri="customers.parquet"))
-    checked = check_sources({"customers": customers(2)}, config)
+    checked = check_configured({"customers": customers(2)}, config)
     assert checked.reports == {} and checked.blocking == [] and checked.message == ""
     assert len(checked.quarantine) == 0 and "column_name" in checked.quarantine

@@ -10,14 +10,9 @@ import pandas as pd
 import pytest
 
 from segflow.config import SourceConfig, SourcesConfig, TransactionsSourceConfig
-from segflow.tasks.quality import (
-    OUTCOME_FIELDS,
-    SourcesCheck,
-    build_data_docs,
-    check_sources,
-    check_table,
-    write_validation_results,
-)
+from segflow.contracts.check import SourcesCheck
+from segflow.contracts.results import OUTCOME_FIELDS, build_data_docs, write_validation_results
+from tests.helpers import check_configured, check_file
 
 DATA_CONTRACTS = Path(__file__).parents[1] / "data_contracts"
 # Distinctive values planted in failing rows: none may reach a file.
@@ -71,7 +66,7 @@ def checked() -> SourcesCheck:
             uri="transactions.parquet", contract=DATA_CONTRACTS / "transactions.odcs.yaml"
         ),
     )
-    return check_sources({"customers": people, "transactions": orders}, config)
+    return check_configured({"customers": people, "transactions": orders}, config)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +142,7 @@ def test_aggregate_observed_values_are_left_out(tmp_path):
     }
     contract_path = tmp_path / "scores.odcs.yaml"
     contract_path.write_text(json.dumps(contract))
-    report = check_table(pd.DataFrame({"score": [1.0, 987654.5, 3.0]}), contract_path, "scores")
+    report = check_file(pd.DataFrame({"score": [1.0, 987654.5, 3.0]}), contract_path, "scores")
     assert "987654" in json.dumps(report.validation_result)  # what GX reports
     (path,) = write_validation_results(SourcesCheck({"scores": report}, {}), tmp_path / "out")
     document = json.loads(path.read_text())
