@@ -34,7 +34,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from segflow.config import build_config
 from segflow.demo import demo_config, generate_demo_tables
-from segflow.tasks.partitioned import draw_keys, sample_threshold
+from segflow.flows.execution import draw_keys, sample_threshold
 
 DATA = Path(__file__).parent / "data"
 CHUNK = 500_000

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from segflow import __version__
 from segflow.stores import TableWrite
-from segflow.tables import TABLES, to_arrow
+from segflow.tables import TABLES, id_arrow_type, to_arrow
 
 QUARANTINE_COLUMNS = [c for c, _ in TABLES["quarantine"].columns]
 
@@ -58,21 +58,37 @@ def arrow_column(values: pd.Series) -> pa.Array | pa.ChunkedArray:
         return pa.array(pd.util.hash_pandas_object(values, index=False).to_numpy())
 
 
-def quarantine_rows(
-    rows: pd.DataFrame, source: str, rule: str, column: str | None, severity: str
-) -> pd.DataFrame:
-    """Failing input rows in the quarantine layout; `record` keeps each row as JSON text."""
-    records = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
-    return pd.DataFrame(
-        {
-            "source": source,
-            "rule": rule,
-            "column_name": column,
-            "severity": severity,
-            "row_number": rows.index.to_numpy(dtype="int64"),
-            "record": [json.dumps(r, default=str, ensure_ascii=False) for r in records],
-        }
+@dataclass(frozen=True)
+class InputFacts:
+    """What a run read: rows per source, a content hash of them, and the customer ids' type."""
+
+    rows_read: dict[str, int]
+    fingerprint: str
+    id_type: pa.DataType
+
+
+def input_facts(sources: dict[str, pd.DataFrame], id_columns: dict[str, str]) -> InputFacts:
+    """The facts of sources held in this process."""
+    first = next(iter(sources))
+    return InputFacts(
+        rows_read={name: len(table) for name, table in sources.items()},
+        fingerprint=input_fingerprint(sources),
+        id_type=id_arrow_type(sources[first][id_columns[first]]),
     )
+
+
+@dataclass
+class RunFacts:
+    """What a run decided, for its segmentation_runs row: the segmentation (or the model scoring
+    used), the gate's checks, and details for on-call."""
+
+    algorithm: str | None = None
+    params: dict[str, Any] | None = None
+    scores: dict[str, Any] | None = None
+    n_segments: int | None = None
+    gate_checks: list[dict[str, Any]] | None = None
+    gate_override: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,13 +107,10 @@ class RunLedger:
     def __post_init__(self) -> None:
         self.run_id = self.run_id or f"{self.as_of:%Y%m%d}-{uuid.uuid4().hex[:10]}"
 
-    def note_sources(self, sources: dict[str, pd.DataFrame], id_columns: dict[str, str]) -> None:
-        self.rows_read = {name: len(table) for name, table in sources.items()}
-        self.fingerprint = input_fingerprint(sources)
-        first = next(iter(sources))
-        self.id_type = pa.Array.from_pandas(sources[first][id_columns[first]].head(1)).type
-        if pa.types.is_large_string(self.id_type) or pa.types.is_null(self.id_type):
-            self.id_type = pa.string()
+    def note_input(self, facts: InputFacts) -> None:
+        self.rows_read = dict(facts.rows_read)
+        self.fingerprint = facts.fingerprint
+        self.id_type = facts.id_type
 
     def folder_in(self, reports: Path | None, kind: str) -> Path | None:
         """This run's own folder of `kind` files under the reports folder, if there is one."""
@@ -108,23 +121,14 @@ class RunLedger:
         self.add_quarantine(quarantine)
 
     def add_quarantine(self, rows: pd.DataFrame) -> None:
-        """Add quarantined rows (source, rule, column_name, severity, row_number, record)."""
+        """Add quarantined rows (segflow.quarantine's layout)."""
         if len(rows):
             stamped = rows.assign(run_id=self.run_id, as_of=self.as_of)[QUARANTINE_COLUMNS]
             self.quarantine = pd.concat([self.quarantine, stamped], ignore_index=True)
 
-    def row(
-        self,
-        status: str,
-        message: str,
-        segmentation: Any = None,
-        gate_checks: list[dict[str, Any]] | None = None,
-        rows_published: int = 0,
-        details: dict[str, Any] | None = None,
-        gate_override: str | None = None,
-    ) -> dict[str, Any]:
+    def row(self, status: str, message: str, facts: RunFacts, rows_published: int = 0) -> dict[str, Any]:
         """This run's segmentation_runs row: no customer data, no credentials."""
-        failed_checks = [c for c in gate_checks or [] if not c["passed"]]
+        failed_checks = [c for c in facts.gate_checks or [] if not c["passed"]]
         return {
             "run_id": self.run_id,
             "as_of": self.as_of,
@@ -132,22 +136,22 @@ class RunLedger:
             "finished_at": pd.Timestamp(datetime.now()),
             "status": status,
             "message": message,
-            "algorithm": getattr(segmentation, "algorithm", None),
-            "parameters": json.dumps(getattr(segmentation, "params", None), default=str),
-            "scores": json.dumps(getattr(segmentation, "scores", None), default=float),
-            "n_segments": getattr(segmentation, "n_segments", None),
+            "algorithm": facts.algorithm,
+            "parameters": json.dumps(facts.params, default=str),
+            "scores": json.dumps(facts.scores, default=float),
+            "n_segments": facts.n_segments,
             "gate_passed": None
-            if gate_checks is None
+            if facts.gate_checks is None
             else not any(c["severity"] == "critical" for c in failed_checks),
             "gate_reasons": json.dumps([f"{c['message']} ({c['severity']})" for c in failed_checks]),
-            "gate_override": gate_override,
+            "gate_override": facts.gate_override,
             "rows_read": json.dumps(self.rows_read),
             "rows_quarantined": len(self.quarantine),
             "rows_published": rows_published,
             "contract_versions": json.dumps(self.contract_versions),
             "input_fingerprint": self.fingerprint,
             "code_version": __version__,
-            "details": json.dumps(details or {}, default=str),
+            "details": json.dumps(facts.details, default=str),
         }
 
     def writes(self, row: dict[str, Any]) -> list[TableWrite]:

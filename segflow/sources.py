@@ -106,7 +106,7 @@ def timeout_error(source: str, uri: str, timeout_seconds: float) -> SourceError:
     )
 
 
-def _matching_files(source: str, pattern: str) -> list[str]:
+def matching_files(source: str, pattern: str) -> list[str]:
     files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
     missing = [f for f in files if not Path(f).exists()]
     if not files or missing:
@@ -124,7 +124,7 @@ def _parquet_errors(source: str, pattern: str) -> Iterator[None]:
 
 
 def _parquet_dataset(source: str, pattern: str) -> ds.Dataset:
-    files = _matching_files(source, pattern)
+    files = matching_files(source, pattern)
     return ds.dataset(files if len(files) > 1 else files[0], format="parquet")
 
 
@@ -149,7 +149,7 @@ def _parquet_size(source: str, pattern: str) -> SourceSize:
 def _csv_size(source: str, pattern: str) -> SourceSize:
     """The text's size: Arrow's columns take about as much as the CSV text they were parsed from."""
     total = 0
-    for path in _matching_files(source, pattern):
+    for path in matching_files(source, pattern):
         if path.lower().endswith(".gz"):
             with open(path, "rb") as handle:  # gzip's trailer holds the text's size modulo 4 GiB
                 handle.seek(-4, 2)
@@ -170,7 +170,7 @@ def sniff_delimiter(path: str, encoding: str) -> str:
 
 
 def _read_csv(source: str, pattern: str, encoding: str) -> pa.Table:
-    files = _matching_files(source, pattern)
+    files = matching_files(source, pattern)
     advice = "check its header and delimiter, or set the source's 'encoding' (e.g. latin-1)"
     try:
         table = pa.concat_tables(

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 CUSTOMER_ID = "customer_id"
+NOISE_LABEL = -1  # the density methods' noise, as a clustering labels it
 NOISE_SEGMENT_KEY = "seg-0000"
 NOISE_NAME = "Atypical customers"  # the density methods' noise, published under NOISE_SEGMENT_KEY
 
@@ -155,6 +156,12 @@ def is_in(values: pd.Series, known: pd.Series | pd.Index) -> np.ndarray:
         return found.to_numpy(zero_copy_only=False).astype(bool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # types that do not cast
         return values.isin(known).to_numpy()
+
+
+def id_arrow_type(ids: pd.Series) -> pa.DataType:
+    """The Arrow type customer ids are published with: their own, with text as plain strings."""
+    id_type = pa.Array.from_pandas(ids.head(1)).type
+    return pa.string() if pa.types.is_large_string(id_type) or pa.types.is_null(id_type) else id_type
 
 
 def to_arrow(name: str, frame: pd.DataFrame, id_type: pa.DataType) -> pa.Table:

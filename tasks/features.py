@@ -15,9 +15,9 @@ from prefect.logging import get_run_logger
 
 from segflow.config import SourcesConfig, TransactionsSourceConfig
 from segflow.errors import ConfigError
-from segflow.ledger import quarantine_rows
+from segflow.quarantine import empty_quarantine, quarantine_rows
+from segflow.tables import CUSTOMER_ID
 
-CUSTOMER_ID = "customer_id"
 RFM_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days", "avg_order_value")
 NEVER_BOUGHT_DAYS_COLUMNS = ("recency_days", "tenure_days")  # the rest is 0 for who never bought
 
@@ -32,6 +32,64 @@ class CustomerFeatures:
     orphan_transactions: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows of unknown ids
     transactions_after_as_of: int = 0
     never_bought_days: int | None = None  # recency and tenure given to customers who never bought
+
+
+@dataclass
+class FitFeatures:
+    """What the features stage hands the model fit: the customers it is fitted on, one row each (all
+    of them, or a sample in dask mode), and what the stage found over every customer."""
+
+    table: pd.DataFrame  # customer_id first, then attributes and RFM columns; index: place in the source
+    rfm_columns: list[str]
+    quarantine: pd.DataFrame  # transactions left out: unusable, or of unknown customers
+    counts: dict[str, int]  # transactions unusable, orphaned, after the as-of date; duplicate rows dropped
+    customers: int  # every customer (more than the table's rows when it holds a sample)
+    never_bought_days: int | None = None
+
+    @property
+    def duplicates(self) -> dict[str, int]:
+        return {key: self.counts[key] for key in DUPLICATE_COUNTS}
+
+
+DUPLICATE_COUNTS = ("exact_duplicate_rows", "conflicting_id_rows")
+
+
+def drop_duplicate_customers(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop exact duplicate rows, then keep the first row of any id that is still repeated (the index,
+    each row's place in the source, is not part of a row)."""
+    exact = table.duplicated()
+    deduplicated = table[~exact]
+    conflicting = deduplicated[CUSTOMER_ID].duplicated(keep="first")
+    counts = {"exact_duplicate_rows": int(exact.sum()), "conflicting_id_rows": int(conflicting.sum())}
+    return deduplicated[~conflicting], counts
+
+
+def fit_features(features: CustomerFeatures, sources: SourcesConfig) -> FitFeatures:
+    """One row per customer (duplicates dropped), and the transactions left out as quarantine rows."""
+    table, duplicates = drop_duplicate_customers(features.table)
+    return FitFeatures(
+        table=table,
+        rfm_columns=features.rfm_columns,
+        quarantine=feature_quarantine(features, sources),
+        counts={
+            "unusable_transactions": len(features.unusable_transactions),
+            "orphan_transactions": len(features.orphan_transactions),
+            "transactions_after_as_of": features.transactions_after_as_of,
+            **duplicates,
+        },
+        customers=len(table),
+        never_bought_days=features.never_bought_days,
+    )
+
+
+def with_never_bought_days(table: pd.DataFrame, days: int | None) -> pd.DataFrame:
+    """Customers who never bought get the recency and tenure of the whole base (one day past its
+    longest tenure), not those of the part of it they were built with."""
+    if days is None or "frequency" not in table.columns:
+        return table
+    never_bought = table["frequency"] == 0
+    table.loc[never_bought, list(NEVER_BOUGHT_DAYS_COLUMNS)] = days
+    return table
 
 
 def with_customer_id(table: pd.DataFrame, id_column: str, source: str) -> pd.DataFrame:
@@ -239,7 +297,7 @@ def feature_quarantine(features: CustomerFeatures, sources: SourcesConfig) -> pd
                 "warning",
             )
         )
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return pd.concat(parts, ignore_index=True) if parts else empty_quarantine()
 
 
 @task(name="features", cache_policy=NO_CACHE)
@@ -249,15 +307,25 @@ def features_task(
     as_of: date,
     rfm: bool,
     never_bought_days: int | None = None,
-) -> CustomerFeatures:
-    features = build_customer_features(sources, config, as_of, rfm, never_bought_days)
-    get_run_logger().info(
-        "features: %d customer rows; %d transactions unusable, %d of unknown customers, "
-        "%d after the as-of date %s (not counted)",
-        len(features.table),
-        len(features.unusable_transactions),
-        len(features.orphan_transactions),
-        features.transactions_after_as_of,
-        as_of,
-    )
+) -> FitFeatures:
+    """The features stage on sources held in this process."""
+    features = fit_features(build_customer_features(sources, config, as_of, rfm, never_bought_days), config)
+    log_features(features, as_of)
     return features
+
+
+def log_features(features: FitFeatures, as_of: date) -> None:
+    counts = features.counts
+    get_run_logger().info(
+        "features: %d customers (%d fitted on); %d transactions unusable, %d of unknown customers, "
+        "%d after the as-of date %s (not counted); removed %d exact duplicate customer rows and %d rows "
+        "repeating an id",
+        features.customers,
+        len(features.table),
+        counts["unusable_transactions"],
+        counts["orphan_transactions"],
+        counts["transactions_after_as_of"],
+        as_of,
+        counts["exact_duplicate_rows"],
+        counts["conflicting_id_rows"],
+    )

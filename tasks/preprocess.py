@@ -1,4 +1,5 @@
-"""Preprocess: duplicates, column selection, missing values, skew and category encoding."""
+"""Preprocess: column selection, missing values, skew and category encoding (duplicate customers are
+dropped by the features stage, where every row of a customer is at hand in both execution modes)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from prefect.logging import get_run_logger
 
 from segflow.config import FeaturesConfig, PreprocessConfig
 from segflow.errors import ConfigError
+from segflow.tables import CUSTOMER_ID
 
-CUSTOMER_ID = "customer_id"
 MISSING_CATEGORY = "missing"
 OTHER_CATEGORY = "other"
 # control characters, soft hyphen, zero-width and bidi formatting characters, byte order mark
@@ -32,15 +33,6 @@ class PreparedFeatures:
     categorical_columns: list[str]
     preparation: Preparation  # the learned steps, to prepare new customers for scoring
     recipe: dict[str, Any] = field(default_factory=dict)  # what was done, for the run's metadata
-
-
-def drop_duplicate_customers(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drop exact duplicate rows, then keep the first row of any id that is still repeated."""
-    exact = table.duplicated()
-    deduplicated = table[~exact]
-    conflicting = deduplicated[CUSTOMER_ID].duplicated(keep="first")
-    counts = {"exact_duplicate_rows": int(exact.sum()), "conflicting_id_rows": int(conflicting.sum())}
-    return deduplicated[~conflicting].reset_index(drop=True), counts
 
 
 def choose_columns(
@@ -190,21 +182,19 @@ def prepare_features(
     preprocess: PreprocessConfig,
     rfm_columns: list[str],
 ) -> PreparedFeatures:
-    """Deduplicate, impute, de-skew and encode the customer table into a numeric model input."""
-    deduplicated, duplicate_counts = drop_duplicate_customers(table)
-    numeric, categorical = choose_columns(deduplicated, features, rfm_columns)
+    """Impute, de-skew and encode a customer table (one row per customer) into a numeric model input."""
+    numeric, categorical = choose_columns(table, features, rfm_columns)
     preparation, readable, model_input, facts = fit_preparation(
-        deduplicated, numeric, categorical, preprocess, features.max_categories
+        table, numeric, categorical, preprocess, features.max_categories
     )
     return PreparedFeatures(
-        customer_ids=deduplicated[CUSTOMER_ID].reset_index(drop=True),
+        customer_ids=table[CUSTOMER_ID].reset_index(drop=True),
         readable=readable.reset_index(drop=True),
         model_input=model_input.reset_index(drop=True),
         numeric_columns=preparation.numeric_columns,
         categorical_columns=categorical,
         preparation=preparation,
         recipe={
-            **duplicate_counts,
             **facts,
             "log1p_columns": preparation.log1p_columns,
             "categories": preparation.categories,
@@ -215,17 +205,21 @@ def prepare_features(
 
 @task(name="preprocess", cache_policy=NO_CACHE)
 def preprocess_task(
-    table: pd.DataFrame, features: FeaturesConfig, preprocess: PreprocessConfig, rfm_columns: list[str]
+    table: pd.DataFrame,
+    rfm_columns: list[str],
+    duplicates: dict[str, int],
+    features: FeaturesConfig,
+    preprocess: PreprocessConfig,
 ) -> PreparedFeatures:
+    """The preprocess stage; the recipe also records the duplicate customers the features stage dropped."""
     prepared = prepare_features(table, features, preprocess, rfm_columns)
+    prepared.recipe.update(duplicates)
     recipe = prepared.recipe
     get_run_logger().info(
-        "preprocess: %d customers, %d model columns; removed %d exact duplicate rows and %d rows "
-        "repeating an id; imputed %s; dropped all-null %s and constant %s; log1p on %s",
+        "preprocess: %d customers, %d model columns; imputed %s; dropped all-null %s and constant %s; "
+        "log1p on %s",
         len(prepared.customer_ids),
         prepared.model_input.shape[1],
-        recipe["exact_duplicate_rows"],
-        recipe["conflicting_id_rows"],
         recipe["missing_values"] or "nothing",
         recipe["all_null_columns_dropped"] or "none",
         recipe["constant_columns_dropped"] or "none",

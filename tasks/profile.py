@@ -8,9 +8,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segflow.tables import NOISE_NAME
+from segflow.tables import NOISE_LABEL, NOISE_NAME
 
-NOISE_LABEL = -1
 RFM_BASE_MEDIANS = ("recency_days", "tenure_days")  # what rfm_name compares a segment's medians with
 
 
@@ -159,11 +158,27 @@ def distinct_names(profiles: pd.DataFrame) -> list[str]:
     return names
 
 
+def with_population_sizes(profiles: pd.DataFrame, population: np.ndarray) -> pd.DataFrame:
+    """Profiles measured on the fitted customers, with each segment's size and share over every
+    customer (the same where the fit saw every customer)."""
+    sizes = pd.Series(population).value_counts()
+    profiles = profiles.copy()
+    profiles["size"] = [int(sizes.get(label, 0)) for label in profiles["label"]]
+    profiles["share"] = profiles["size"] / len(population)
+    profiles["description"] = [describe(r.name, r.size, r.share, r.features) for r in profiles.itertuples()]
+    return profiles
+
+
 @task(name="profile", cache_policy=NO_CACHE)
 def profile_task(
-    readable: pd.DataFrame, labels: np.ndarray, numeric: list[str], categorical: list[str]
+    readable: pd.DataFrame,
+    labels: np.ndarray,
+    numeric: list[str],
+    categorical: list[str],
+    population: np.ndarray,
 ) -> pd.DataFrame:
-    profiles = profile_segments(readable, labels, numeric, categorical)
+    """Profiles of the fitted customers' segments, sized over the whole population."""
+    profiles = with_population_sizes(profile_segments(readable, labels, numeric, categorical), population)
     logger = get_run_logger()
     for row in profiles.itertuples():
         logger.info(

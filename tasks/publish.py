@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,13 +13,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from scipy.optimize import linear_sum_assignment
 
-from segflow.errors import ConfigError, failure_status
-from segflow.ledger import RunLedger
+from segflow.errors import ConfigError
+from segflow.ledger import RunFacts, RunLedger
 from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
-from segflow.tables import CUSTOMER_ID, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
+from segflow.tables import CUSTOMER_ID, NOISE_LABEL, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
 
-NOISE_LABEL = -1
 MIN_JACCARD = 0.4
 SNAPSHOT_COLUMNS = [CUSTOMER_ID, "segment_key", "segment_since", "changed_at"]
 TABLE_COLUMNS = {name: [column for column, _ in spec.columns] for name, spec in TABLES.items()}
@@ -428,27 +424,40 @@ def build_scored_publication(
     )
 
 
-def publication_writes(
-    publication: Publication, ledger: RunLedger, run_facts: dict[str, Any]
-) -> list[TableWrite]:
+def publication_writes(publication: Publication, ledger: RunLedger, facts: RunFacts) -> list[TableWrite]:
     """The segment tables plus the run's segmentation_runs row and quarantine."""
-    override = run_facts.get("gate_override")
     message = publication.message
-    if override is not None:
-        message = f"published despite the gate, on override: {override}"
-    run_row = ledger.row(
-        publication.status, message, rows_published=publication.counts["customers"], **run_facts
-    )
+    if facts.gate_override is not None:
+        message = f"published despite the gate, on override: {facts.gate_override}"
+    run_row = ledger.row(publication.status, message, facts, rows_published=publication.counts["customers"])
     return [*publication.writes, *ledger.writes(run_row)]
+
+
+@task(name="build-publication", cache_policy=NO_CACHE)
+def build_publication_task(
+    customer_ids: pd.Series,
+    labels: np.ndarray,
+    profiles: pd.DataFrame,
+    stored: StoredState,
+    ledger: RunLedger,
+) -> Publication:
+    return build_publication(customer_ids, labels, profiles, stored, ledger)
+
+
+@task(name="build-scored-publication", cache_policy=NO_CACHE)
+def build_scored_publication_task(
+    scored: pd.DataFrame, stored: StoredState, ledger: RunLedger, model_run_id: str
+) -> Publication:
+    return build_scored_publication(scored, stored, ledger, model_run_id)
 
 
 @task(name="publish", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def publish_task(
-    stores: list[PublicationStore], publication: Publication, ledger: RunLedger, run_facts: dict[str, Any]
+    stores: list[PublicationStore], publication: Publication, ledger: RunLedger, facts: RunFacts
 ) -> dict[str, int]:
     """Write the segment tables and the run's record to every target, each swapping all at once.
     A target that already holds this run (a retry after its commit) is left as it is."""
-    writes = publication_writes(publication, ledger, run_facts)
+    writes = publication_writes(publication, ledger, facts)
     logger = get_run_logger()
     for store in stores:
         if store.run_status(publication.run_id) == publication.status:
@@ -473,15 +482,11 @@ def read_state_task(store: PublicationStore, as_of: date) -> StoredState:
 
 
 def record_run(
-    stores: list[PublicationStore],
-    ledger: RunLedger,
-    status: str,
-    message: str,
-    run_facts: dict[str, Any] | None = None,
+    stores: list[PublicationStore], ledger: RunLedger, status: str, message: str, facts: RunFacts
 ) -> None:
     """Record a run that published no segments, with its quarantine; segment tables stay as they were.
     A target that already holds this run's publication (a later target failed) keeps its record."""
-    writes = ledger.writes(ledger.row(status, message, **(run_facts or {})))
+    writes = ledger.writes(ledger.row(status, message, facts))
     for store in stores:
         if store.run_status(ledger.run_id) not in PUBLISHING_STATUSES:
             store.publish(ledger.as_of, writes)
@@ -489,31 +494,7 @@ def record_run(
 
 @task(name="record-run", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def record_run_task(
-    stores: list[PublicationStore],
-    ledger: RunLedger,
-    status: str,
-    message: str,
-    run_facts: dict[str, Any] | None = None,
+    stores: list[PublicationStore], ledger: RunLedger, status: str, message: str, facts: RunFacts
 ) -> None:
-    record_run(stores, ledger, status, message, run_facts)
+    record_run(stores, ledger, status, message, facts)
     get_run_logger().warning("run %s as of %s ended %s: %s", ledger.run_id, ledger.as_of, status, message)
-
-
-@contextmanager
-def failures_recorded(stores: list[PublicationStore], ledger: RunLedger) -> Iterator[None]:
-    """Note a failure of the block in segmentation_runs unless it was recorded where it was decided
-    (with its gate checks, say), then let it propagate."""
-    try:
-        yield
-    except Exception as error:
-        if not getattr(error, "recorded", False):
-            record_failure(stores, ledger, error)
-        raise
-
-
-def record_failure(stores: list[PublicationStore], ledger: RunLedger, error: BaseException) -> None:
-    """Best effort: note a failure in segmentation_runs, never masking the error itself."""
-    try:
-        record_run(stores, ledger, failure_status(error), f"{type(error).__name__}: {error}")
-    except Exception as recording_error:  # the store itself may be what failed
-        get_run_logger().error("could not record the failed run %s: %s", ledger.run_id, recording_error)

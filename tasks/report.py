@@ -360,15 +360,37 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(inputs: ReportInputs, folder: Path | None) -> Path | None:
+def report_task(
+    run_id: str,
+    as_of: date,
+    status: str,
+    segmentation: Any,
+    gate_checks: list[dict[str, Any]],
+    segment_profiles: pd.DataFrame,
+    migration: pd.DataFrame,
+    keys: dict[int, str],
+    matrix: np.ndarray,
+    quarantined: int,
+    folder: Path | None,
+) -> Path | None:
     """Write the HTML report (when a folder is configured) and the run's summary artifact."""
-    path = (
-        None if folder is None else write_report(render_report(inputs), folder, inputs.as_of, inputs.run_id)
+    inputs = report_inputs(
+        run_id,
+        as_of,
+        status,
+        segmentation,
+        gate_checks,
+        segment_profiles,
+        migration,
+        keys,
+        matrix,
+        quarantined,
     )
+    path = None if folder is None else write_report(render_report(inputs), folder, as_of, run_id)
     create_markdown_artifact(
         markdown=run_summary_markdown(inputs, path),
         key="segmentation-report",
-        description=f"segflow run {inputs.run_id}",
+        description=f"segflow run {run_id}",
     )
     get_run_logger().info("report: %s", path or "not written (no publish.reports folder)")
     return path

@@ -26,8 +26,8 @@ from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PublicationStore, TableWrite
 from segflow.tables import CUSTOMER_ID, NOISE_SEGMENT_KEY, TABLES
 from segflow.tasks.cluster import Segmentation, SegmentModel
-from segflow.tasks.features import CustomerFeatures
-from segflow.tasks.preprocess import Preparation, PreparedFeatures, drop_duplicate_customers
+from segflow.tasks.features import FitFeatures
+from segflow.tasks.preprocess import Preparation, PreparedFeatures
 from segflow.tasks.scale import FittedScaling
 
 
@@ -58,7 +58,7 @@ class SegmentationModel:
 def fitted_model(
     run_id: str,
     as_of: date,
-    features: CustomerFeatures,
+    features: FitFeatures,
     prepared: PreparedFeatures,
     scaling: FittedScaling,
     segmentation: Segmentation,
@@ -110,14 +110,13 @@ def model_from_record(record: dict[str, Any] | None, target: str) -> Segmentatio
 
 
 def score_customers(model: SegmentationModel, customers: pd.DataFrame) -> pd.DataFrame:
-    """Each customer's segment key under the model (customer_id, segment_key), one row per id."""
+    """Each customer's segment key under the model (customer_id, segment_key); one row per id in."""
     missing = [column for column in model.input_columns if column not in customers.columns]
     if missing:
         raise ContractViolation(
             f"the customers to score do not match the model of run {model.run_id}: column(s) "
             f"{', '.join(map(repr, missing))} are missing (the model reads {', '.join(model.input_columns)})"
         )
-    customers, _ = drop_duplicate_customers(customers)
     matrix = model.scaling.transform(model.preparation.model_input(customers))
     labels = model.segments.assign(matrix)
     keys = np.array([model.segment_keys.get(int(label), NOISE_SEGMENT_KEY) for label in labels], dtype=object)

@@ -16,9 +16,8 @@ from prefect.logging import get_run_logger
 from sklearn.metrics import adjusted_rand_score
 
 from segflow.config import ClusteringConfig, GateConfig, GateRule
+from segflow.tables import NOISE_LABEL
 from segflow.tasks.cluster import fit_segmentation
-
-NOISE_LABEL = -1
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,13 @@ class GateDecision:
     @property
     def publishes(self) -> bool:
         return self.passed or self.override is not None
+
+    @property
+    def status(self) -> str:
+        """The run's status under this decision: published, published on override, or rejected."""
+        if not self.publishes:
+            return "rejected"
+        return "published_override" if self.blocking else "published"
 
     @property
     def reasons(self) -> list[str]:
@@ -220,9 +226,13 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(
-    labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
+    labels: np.ndarray,
+    scores: dict[str, Any],
+    stability: float | None,
+    drift: dict[str, float | None],
+    gate: GateConfig,
 ) -> GateDecision:
-    decision = evaluate_gate(labels, scores, drift, gate)
+    decision = evaluate_gate(labels, {**scores, "stability": stability}, drift, gate)
     logger = get_run_logger()
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate: %s", check.message)

@@ -24,10 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from segflow.config import build_config
+from segflow.contracts.rules import CompiledRule
+from segflow.dask import ROW
+from segflow.dask.repeats import cross_partition_repeats
 from segflow.demo import demo_config as segflow_demo_config
 from segflow.flows.segmentation import segmentation_flow
-from segflow.tasks.partitioned import ROW, cross_partition_repeats
-from segflow.tasks.quality import CompiledRule, check_table
+from tests.helpers import check_file
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 AS_OF = date(2026, 11, 1)
@@ -105,7 +107,7 @@ def test_dask_mode_finds_order_ids_repeated_across_partitions(tmp_path, small_de
     although the customers of a reused id sit in different partitions."""
     transactions = pq.read_table(small_demo["transactions"]).to_pandas()
     contract = segflow_demo_config(tmp_path, small_demo)["sources"]["transactions"]["contract"]
-    clean = check_table(transactions, contract, "transactions").passed_rows.index
+    clean = check_file(transactions, contract, "transactions").passed_rows.index
     clean = clean[~transactions.loc[clean, "order_id"].duplicated(keep=False).to_numpy()]
     groups = np.random.default_rng(5).choice(clean, size=(120, 3), replace=False)
     groups[:60, 2] = -1  # the first 60 ids are used twice, the others three times

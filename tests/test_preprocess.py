@@ -6,6 +6,7 @@ import pytest
 
 from segflow.config import FeaturesConfig, PreprocessConfig
 from segflow.errors import ConfigError
+from segflow.tasks.features import drop_duplicate_customers
 from segflow.tasks.preprocess import prepare_features
 from segflow.tasks.scale import fit_scaling
 
@@ -24,13 +25,13 @@ def customers() -> pd.DataFrame:
 
 
 def test_duplicates_missing_values_and_categories():
+    table, duplicates = drop_duplicate_customers(customers())  # the features stage drops them
+    assert duplicates == {"exact_duplicate_rows": 1, "conflicting_id_rows": 1}
     prepared = prepare_features(
-        customers(), FeaturesConfig(categorical=["channel"]), PreprocessConfig(log_transform_skewed=False), []
+        table, FeaturesConfig(categorical=["channel"]), PreprocessConfig(log_transform_skewed=False), []
     )
     recipe = prepared.recipe
     assert list(prepared.customer_ids) == ["a", "b", "c", "d", "e"]
-    assert recipe["exact_duplicate_rows"] == 1
-    assert recipe["conflicting_id_rows"] == 1
     assert recipe["constant_columns_dropped"] == ["constant"]
     assert recipe["all_null_columns_dropped"] == ["empty"]
     assert prepared.numeric_columns == ["spend", "visits"]

@@ -1,0 +1,105 @@
+"""The run lifecycle, shared by the segmentation and scoring flows: the run's ledger and targets, how
+it stops when it must publish nothing, and how every end is recorded in segmentation_runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, NoReturn
+
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+
+from segflow.config import SegflowConfig
+from segflow.contracts.check import SourcesCheck
+from segflow.errors import ContractViolation, SegflowError, failure_status
+from segflow.ledger import RunFacts, RunLedger
+from segflow.locks import one_writer
+from segflow.stores import PublicationStore, open_stores
+from segflow.tasks.publish import record_run, record_run_task
+
+
+def segmentation_facts(segmentation: Any, decision: Any, stability: float | None, recipe: dict) -> RunFacts:
+    """What a segmentation run decided, for its segmentation_runs row."""
+    return RunFacts(
+        algorithm=segmentation.algorithm,
+        params=segmentation.params,
+        scores=segmentation.scores,
+        n_segments=segmentation.n_segments,
+        gate_checks=decision.as_records(),
+        gate_override=decision.override if decision.blocking else None,
+        details={
+            "preprocess": recipe,
+            "sampling": segmentation.sampling,
+            "k_search": segmentation.k_search,
+            "leaderboard": segmentation.leaderboard,
+            "gate_measures": decision.measures,
+            "stability": stability,
+        },
+    )
+
+
+def run_ledger(as_of: date | None) -> RunLedger:
+    """The run's ledger, its id taken from the Prefect flow run so that a flow retry is the same run."""
+    as_of = as_of or date.today()
+    return RunLedger(as_of=as_of, run_id=f"{as_of:%Y%m%d}-{flow_run.id.replace('-', '')[:10]}")
+
+
+@dataclass
+class Run:
+    """One run against its targets: what it gathered (ledger, facts) and whether its end is recorded."""
+
+    config: SegflowConfig
+    ledger: RunLedger
+    stores: list[PublicationStore]
+    facts: RunFacts = field(default_factory=RunFacts)
+    recorded: bool = False
+
+    def stop(self, error: SegflowError) -> NoReturn:
+        """Record why the run publishes nothing new, then end it with that error (and its exit code)."""
+        record_run_task(self.stores, self.ledger, failure_status(error), str(error), self.facts)
+        self.recorded = True
+        raise error
+
+    def stop_if_blocking(self, check: SourcesCheck) -> None:
+        """Stop on a failed critical contract rule; otherwise note the contracts and quarantine."""
+        self.ledger.note_quality(check.contract_versions, check.quarantine)
+        if check.blocking:
+            self.stop(ContractViolation(check.message))
+
+    def summary(self, status: str, counts: dict[str, Any]) -> dict[str, Any]:
+        """What the flow returns (and the CLI prints) when the run published."""
+        get_run_logger().info("run %s as of %s %s: %s", self.ledger.run_id, self.ledger.as_of, status, counts)
+        return {
+            "status": status,
+            "run_id": self.ledger.run_id,
+            "as_of": self.ledger.as_of.isoformat(),
+            **counts,
+            "targets": [store.describe() for store in self.stores],
+        }
+
+
+@contextmanager
+def started_run(config: SegflowConfig, as_of: date | None) -> Iterator[Run]:
+    """A run that holds its targets' writer slots, and whose failure, wherever it happens, is
+    recorded in segmentation_runs unless the run recorded its own end (a contract or gate stop)."""
+    with one_writer(config.publish):
+        run = Run(config, run_ledger(as_of), open_stores(config.publish))
+        try:
+            yield run
+        except Exception as error:
+            if not run.recorded:
+                record_failure(run, error)
+            raise
+
+
+def record_failure(run: Run, error: BaseException) -> None:
+    """Best effort: note a failure in segmentation_runs, never masking the error itself."""
+    try:
+        record_run(
+            run.stores, run.ledger, failure_status(error), f"{type(error).__name__}: {error}", run.facts
+        )
+    except Exception as recording_error:  # the store itself may be what failed
+        get_run_logger().error("could not record the failed run %s: %s", run.ledger.run_id, recording_error)
