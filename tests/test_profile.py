@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from segflow.tables import NOISE_NAME
-from segflow.tasks.profile import profile_segments, top_categories
+from segflow.tables import NOISE_LABEL, NOISE_NAME
+from segflow.tasks.profile import profile_segments, top_categories, with_population_sizes
 
 
 def test_profiles_name_rfm_segments_and_stay_unique():
@@ -62,3 +62,18 @@ def test_top_categories_are_the_three_most_common_values_among_a_segments_known_
         0: {"channel": {"web": 0.5, "app": 0.3, "shop": 0.1}},  # of the 10 rows with a channel
         -1: {"channel": {"web": 1.0}},
     }
+
+
+def test_profiles_of_a_fit_sample_are_sized_over_the_whole_population():
+    """Dask mode profiles the fit sample; sizes, shares and descriptions count every customer."""
+    sample = pd.DataFrame({"spend": [1.0, 2.0, 3.0, 50.0, 60.0, 70.0]})
+    sample_labels = np.array([0, 0, 0, 1, 1, NOISE_LABEL])
+    population = np.array([0] * 700 + [1] * 250 + [NOISE_LABEL] * 50)
+    profiles = with_population_sizes(profile_segments(sample, sample_labels, ["spend"], []), population)
+    sized = profiles.set_index("label")
+    assert sized["size"].to_dict() == {NOISE_LABEL: 50, 0: 700, 1: 250}
+    assert sized["share"].to_dict() == {NOISE_LABEL: 0.05, 0: 0.7, 1: 0.25}
+    assert sized.loc[0, "features"]["spend"]["median"] == 2.0  # the statistics stay the sample's
+    assert "700 customers (70.0%)" in sized.loc[0, "description"]
+    same = with_population_sizes(profile_segments(sample, sample_labels, ["spend"], []), sample_labels)
+    assert same["size"].tolist() == profile_segments(sample, sample_labels, ["spend"], [])["size"].tolist()
