@@ -3,6 +3,7 @@ it stops when it must publish nothing, and how every end is recorded in segmenta
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from prefect.runtime import flow_run
 
 from segflow.config import SegflowConfig
 from segflow.contracts.check import SourcesCheck
-from segflow.errors import ContractViolation, SegflowError, failure_status
+from segflow.errors import ContractViolation, GateRejected, SegflowError, failure_status
 from segflow.ledger import RunFacts, RunLedger
 from segflow.locks import one_writer
 from segflow.stores import PublicationStore, open_stores
@@ -41,10 +42,42 @@ def segmentation_facts(segmentation: Any, decision: Any, stability: float | None
     )
 
 
+def resolved_as_of(as_of: date | str | None) -> date:
+    """The run's business date: the one given, else today."""
+    if as_of is None:
+        return date.today()
+    return as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of))
+
+
+def run_name() -> str:
+    """The flow run's name: the flow and the business date it runs for, e.g. segmentation-2026-11-29."""
+    return f"{flow_run.flow_name}-{resolved_as_of(flow_run.parameters.get('as_of'))}"
+
+
 def run_ledger(as_of: date | None) -> RunLedger:
     """The run's ledger, its id taken from the Prefect flow run so that a flow retry is the same run."""
-    as_of = as_of or date.today()
+    as_of = resolved_as_of(as_of)
     return RunLedger(as_of=as_of, run_id=f"{as_of:%Y%m%d}-{flow_run.id.replace('-', '')[:10]}")
+
+
+class WithoutTracebackForExpectedFailures(logging.Filter):
+    """Prefect logs a failed task or flow run with its traceback. segflow's own failures (a broken
+    contract, a rejected gate, a missing or unreadable source, a bad config) are expected outcomes
+    whose message says everything on-call needs; their traceback would read as a crash. Any other
+    error keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SegflowError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_expected_failures() -> None:
+    """Install the filter on the loggers Prefect's flow and task engines log run failures with."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, WithoutTracebackForExpectedFailures) for f in logger.filters):
+            logger.addFilter(WithoutTracebackForExpectedFailures())
 
 
 @dataclass
@@ -54,14 +87,21 @@ class Run:
     config: SegflowConfig
     ledger: RunLedger
     stores: list[PublicationStore]
+    dry_run: bool = False  # everything but publishing: nothing is written to the targets
     facts: RunFacts = field(default_factory=RunFacts)
     recorded: bool = False
 
     def stop(self, error: SegflowError) -> NoReturn:
         """Record why the run publishes nothing new, then end it with that error (and its exit code)."""
-        record_run_task(self.stores, self.ledger, failure_status(error), str(error), self.facts)
-        self.recorded = True
+        if not self.dry_run:
+            record_run_task(self.stores, self.ledger, failure_status(error), str(error), self.facts)
+            self.recorded = True
         raise error
+
+    def stop_if_rejected(self, decision: Any) -> None:
+        """Stop when the gate rejects; a dry run goes on, to show what publishing would change."""
+        if not decision.publishes and not self.dry_run:
+            self.stop(GateRejected(decision.reasons))
 
     def stop_if_blocking(self, check: SourcesCheck) -> None:
         """Stop on a failed critical contract rule; otherwise note the contracts and quarantine."""
@@ -71,7 +111,8 @@ class Run:
 
     def summary(self, status: str, counts: dict[str, Any]) -> dict[str, Any]:
         """What the flow returns (and the CLI prints) when the run published."""
-        get_run_logger().info("run %s as of %s %s: %s", self.ledger.run_id, self.ledger.as_of, status, counts)
+        shown = {key: value for key, value in counts.items() if not isinstance(value, list | dict)}
+        get_run_logger().info("run %s as of %s %s: %s", self.ledger.run_id, self.ledger.as_of, status, shown)
         return {
             "status": status,
             "run_id": self.ledger.run_id,
@@ -82,15 +123,16 @@ class Run:
 
 
 @contextmanager
-def started_run(config: SegflowConfig, as_of: date | None) -> Iterator[Run]:
+def started_run(config: SegflowConfig, as_of: date | None, dry_run: bool = False) -> Iterator[Run]:
     """A run that holds its targets' writer slots, and whose failure, wherever it happens, is
     recorded in segmentation_runs unless the run recorded its own end (a contract or gate stop)."""
+    quiet_expected_failures()
     with one_writer(config.publish):
-        run = Run(config, run_ledger(as_of), open_stores(config.publish))
+        run = Run(config, run_ledger(as_of), open_stores(config.publish), dry_run)
         try:
             yield run
         except Exception as error:
-            if not run.recorded:
+            if not run.recorded and not run.dry_run:
                 record_failure(run, error)
             raise
 

@@ -12,7 +12,7 @@ from prefect import flow
 from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation
 from segflow.flows.execution import LocalExecution
-from segflow.flows.run import started_run
+from segflow.flows.run import run_name, started_run
 from segflow.ledger import RunFacts
 from segflow.notify import notify_hook
 from segflow.tasks.features import features_task
@@ -23,7 +23,7 @@ from segflow.tasks.score import load_model_task, score_task
 
 @flow(
     name="scoring",
-    flow_run_name="scoring-{as_of}",
+    flow_run_name=run_name,
     on_failure=[notify_hook],
     on_completion=[notify_hook],
 )

@@ -12,12 +12,12 @@ from prefect import flow
 from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation, GateRejected
 from segflow.flows.execution import execution_for
-from segflow.flows.run import segmentation_facts, started_run
+from segflow.flows.run import run_name, segmentation_facts, started_run
 from segflow.notify import notify_hook
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
-from segflow.tasks.publish import build_publication_task, publish_task, read_state_task
+from segflow.tasks.publish import build_publication_task, change_preview_task, publish_task, read_state_task
 from segflow.tasks.quality import compile_contracts_task, output_contract_task
 from segflow.tasks.report import report_task
 from segflow.tasks.scale import scale_task
@@ -27,13 +27,16 @@ from segflow.tasks.validate import feasibility_task, stability_task, validate_ta
 
 @flow(
     name="segmentation",
-    flow_run_name="segmentation-{as_of}",
+    flow_run_name=run_name,
     on_failure=[notify_hook],
     on_completion=[notify_hook],
 )
-def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, Any]:
-    """Segment the customer base as of a business date and publish it, or publish nothing."""
-    with started_run(config, as_of) as run, execution_for(config, run.ledger) as execution:
+def segmentation_flow(
+    config: SegflowConfig, as_of: date | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Segment the customer base as of a business date and publish it, or publish nothing. A dry run
+    does everything but publish, and returns what publishing would change."""
+    with started_run(config, as_of, dry_run) as run, execution_for(config, run.ledger) as execution:
         ledger = run.ledger
         contracts = compile_contracts_task(config.sources)
         checked = execution.checked_sources(contracts)
@@ -82,11 +85,14 @@ def segmentation_flow(config: SegflowConfig, as_of: date | None = None) -> dict[
             len(ledger.quarantine),
             config.publish.reports,
         )
-        if not decision.publishes:
-            run.stop(GateRejected(decision.reasons))
+        run.stop_if_rejected(decision)
         output = output_contract_task(publication.table("customer_segments"))
         if output.blocking:
             run.stop(ContractViolation(output.message))
+        if run.dry_run:
+            preview = change_preview_task(publication, stored)
+            verdict = {"gate": decision.status, "gate_reasons": decision.reasons}
+            return run.summary("dry_run", {**publication.counts, **preview, **verdict})
 
         model = fitted_model(
             ledger.run_id, ledger.as_of, features, prepared, scaling, segmentation, publication.keys

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="segment the customer base and publish the segments")
     add_config_arguments(run)
     add_as_of_argument(run)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="everything but publishing: print what would change and exit as the run would; write nothing",
+    )
     score = commands.add_parser(
         "score",
         help="assign the customers of the configured sources to the published segments, without refitting",
@@ -134,6 +139,14 @@ def flow_command(run: Callable[[], dict[str, Any]], outcome: Callable[[dict[str,
 def run_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
     from segflow.flows.segmentation import segmentation_flow
 
+    if arguments.dry_run:
+        code, summary = run_flow(
+            lambda: segmentation_flow(config=config, as_of=arguments.as_of, dry_run=True)
+        )
+        if summary is None:
+            return code
+        print("\n" + dry_run_text(summary))
+        return 4 if summary["gate"] == "rejected" else 0
     return flow_command(
         lambda: segmentation_flow(config=config, as_of=arguments.as_of),
         lambda summary: (
@@ -142,6 +155,37 @@ def run_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
             f"{summary['quarantined_rows']:,} quarantined rows)"
         ),
     )
+
+
+def dry_run_text(summary: dict[str, Any]) -> str:
+    """What a dry run found: the changes publishing would make, per segment, and the gate's verdict."""
+    lines = [
+        f"segflow: dry run as of {summary['as_of']} (run {summary['run_id']}): nothing was published.",
+        f"segflow: publishing would give {summary['customers']:,} customers in "
+        f"{summary['segments']} segments: "
+        f"{summary['entered']:,} entering, {summary['moved']:,} moving, {summary['left']:,} leaving"
+        + (
+            f" ({summary['changed_share']:.1%} of the last publication's customers move)"
+            if summary["changed_share"] is not None
+            else " (no earlier publication)"
+        ),
+        f"segflow: new segment keys: {', '.join(summary['new_keys']) or 'none'}; "
+        f"retired: {', '.join(summary['retired_keys']) or 'none'}",
+        f"{'segment':<44} {'entering':>9} {'moving in':>10} {'moving out':>11} {'leaving':>8}",
+    ]
+    for segment in summary["by_segment"]:
+        name = f"{segment['segment_key']} {segment['segment_name']}"[:44]
+        lines.append(
+            f"{name:<44} {segment['entered']:>9,} {segment['moved_in']:>10,} {segment['moved_out']:>11,} "
+            f"{segment['left']:>8,}"
+        )
+    verdict = {"published": "passed", "published_override": "failed, but overridden", "rejected": "REJECTED"}
+    lines.append(
+        f"segflow: gate {verdict[summary['gate']]}" + "".join(f"\n  - {r}" for r in summary["gate_reasons"])
+    )
+    if summary["gate"] == "rejected":
+        lines.append("segflow: a real run would exit 4 and publish nothing.")
+    return "\n".join(lines)
 
 
 def score_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
@@ -201,10 +245,16 @@ def format_runs(runs) -> str:
             "segments": runs["n_segments"].astype("Int64").astype(str).replace("<NA>", "-"),
             "gate": runs["gate_passed"].map({True: "passed", False: "failed"}).fillna("-"),
             "seconds": duration.round(1),
-            "message": runs["message"].str.slice(0, 60),
+            "message": runs["message"].map(one_line),
         }
     )
     return table.to_string(index=False)
+
+
+def one_line(message: str | None, width: int = 100) -> str:
+    """A run's message on one line (a contract failure lists its rules on several), cut to width."""
+    text = " ".join(str(message or "").replace("\n- ", "; ").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def serve_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:

@@ -16,6 +16,7 @@ from segflow.uris import (
     check_output_path,
     check_printable,
     duckdb_path,
+    redact_uri,
     table_name_in,
     without_inline_password,
 )
@@ -358,12 +359,27 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Seg
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem, each naming the dotted config key."""
+    """One line per problem, each naming the dotted config key and echoing the value it got."""
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         if problem["type"] == "extra_forbidden":
             lines.append(f"config key {key!r} is not known")
-        else:
+        elif problem["type"] == "missing" or "got " in problem["msg"]:
             lines.append(f"config key {key!r}: {problem['msg']}")
+        else:
+            shown = shown_value(key, problem.get("input"))
+            lines.append(f"config key {key!r}: {problem['msg']} (got {shown})")
     return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def shown_value(key: str, value: Any) -> str:
+    """A config value as an error message may echo it: connection strings without their secrets,
+    secrets not at all, long values cut."""
+    last = key.rsplit(".", 1)[-1].lower()
+    if any(word in last for word in ("password", "secret", "token")):
+        return "a value (not shown)"
+    if isinstance(value, str) and last.endswith("url") and "://" in value:  # a webhook's path is its token
+        return f"{value.split('://', 1)[0]}://{value.split('://', 1)[1].split('/', 1)[0]}/..."
+    text = redact_uri(value) if isinstance(value, str) and "://" in value else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

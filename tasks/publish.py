@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -442,6 +443,58 @@ def build_publication_task(
     ledger: RunLedger,
 ) -> Publication:
     return build_publication(customer_ids, labels, profiles, stored, ledger)
+
+
+def change_preview(publication: Publication, stored: StoredState) -> dict[str, Any]:
+    """What publishing would change, for a dry run: per segment the customers entering (new to the
+    base), moving in, moving out and leaving; the keys issued and retired; the share who moved."""
+    changes = publication.table("segment_changes")
+    definitions = publication.table("segment_definitions")
+    names = dict(zip(definitions["segment_key"], definitions["segment_name"], strict=True))
+    was_active = (
+        set()
+        if stored.definitions is None
+        else set(stored.definitions.loc[stored.definitions["active"], "segment_key"])
+    )
+    active = set(definitions.loc[definitions["active"], "segment_key"])
+    counted = {
+        "entered": changes[changes["change_type"] == "entered"]["to_segment_key"],
+        "moved_in": changes[changes["change_type"] == "moved"]["to_segment_key"],
+        "moved_out": changes[changes["change_type"] == "moved"]["from_segment_key"],
+        "left": changes[changes["change_type"] == "left"]["from_segment_key"],
+    }
+    by_key = {kind: keys.value_counts().to_dict() for kind, keys in counted.items()}
+    segments = [
+        {
+            "segment_key": key,
+            "segment_name": names.get(key, key),
+            **{kind: int(by_key[kind].get(key, 0)) for kind in counted},
+        }
+        for key in sorted(active | set().union(*(set(keys) for keys in counted.values())))
+    ]
+    return {
+        "by_segment": segments,
+        "entered": len(counted["entered"]),
+        "moved": len(counted["moved_in"]),
+        "left": len(counted["left"]),
+        "new_keys": sorted(active - was_active),
+        "retired_keys": sorted(was_active - active),
+        "changed_share": publication.drift.get("changed_share"),
+    }
+
+
+@task(name="change-preview", cache_policy=NO_CACHE)
+def change_preview_task(publication: Publication, stored: StoredState) -> dict[str, Any]:
+    preview = change_preview(publication, stored)
+    get_run_logger().info(
+        "dry run: would publish %d entered, %d moved, %d left; new keys %s, retired keys %s",
+        preview["entered"],
+        preview["moved"],
+        preview["left"],
+        preview["new_keys"] or "none",
+        preview["retired_keys"] or "none",
+    )
+    return preview
 
 
 @task(name="build-scored-publication", cache_policy=NO_CACHE)
