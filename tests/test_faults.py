@@ -59,7 +59,8 @@ RUN_TIMEOUT = 300  # seconds; the machine is shared with benchmarks
 
 # Started as `python -c FAULT_HOOK HOOKS segflow-arguments...`, HOOKS being comma-separated
 # `before:MODULE:OWNER:ATTRIBUTE` or `after:...`: wraps each attribute so that its first call prints
-# "FAULT HOOK: paused WHEN WHERE" and waits for a line on stdin, then runs the command line.
+# "FAULT HOOK: paused WHEN WHERE" and waits for a line on stdin, then runs the command line;
+# `raise:...` makes the attribute raise an error segflow does not expect (a bug).
 FAULT_HOOK = textwrap.dedent(
     """
     import functools, importlib, sys
@@ -73,6 +74,8 @@ FAULT_HOOK = textwrap.dedent(
 
         @functools.wraps(original)
         def hooked(*args, **kwargs):
+            if when == "raise":
+                raise RuntimeError(f"injected fault in {where}")
             if when == "before" and not paused:
                 pause()
             result = original(*args, **kwargs)
@@ -680,3 +683,59 @@ def test_a_rerun_after_kill_9_waits_for_the_slot_and_publishes_once(killed_betwe
     warehouse_new = after.published_runs()[0] - killed.before.published_runs()[0]
     parquet_new = after.published_runs()[1] - killed.before.published_runs()[1]
     assert len(warehouse_new) == 2 and len(parquet_new) == 1  # the killed run's, and the rerun's
+
+
+# ---------------------------------------------------------------- expected outcomes, read by on-call
+
+
+def empty_parquet(folder: Path, like: str) -> str:
+    path = folder / "empty.parquet"
+    pq.write_table(pq.read_table(like).slice(0, 0), path)
+    return str(path)
+
+
+def garbage_parquet(folder: Path, like: str) -> str:
+    path = folder / "garbage.parquet"
+    path.write_bytes(b"PAR1 this is not a Parquet file " * 100)
+    return str(path)
+
+
+def customers_without_ids(folder: Path, like: str) -> str:
+    path = folder / "no_ids.parquet"
+    table = pq.read_table(like)
+    index = table.schema.get_field_index("customer_id")
+    pq.write_table(table.set_column(index, "customer_id", pa.nulls(table.num_rows, pa.string())), path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("customers", "settings", "code", "message"),
+    [
+        (customers_without_ids, (), 3, "critical data-contract rule(s) failed"),
+        (None, ("gate.min_silhouette=0.99",), 4, "validation gate rejected the segmentation"),
+        (None, ("clustering.algorithm=kmeanz",), 2, "(got 'kmeanz')"),
+        (lambda folder, like: str(folder / "missing.parquet"), (), 1, "no file found at"),
+        (empty_parquet, (), 1, "has no rows"),
+        (garbage_parquet, (), 1, "is not a readable Parquet file"),
+    ],
+    ids=["contract", "gate", "config", "missing-source", "empty-source", "unreadable-source"],
+)
+def test_expected_failures_print_their_message_and_no_traceback(
+    tmp_path, baseline, demo_uris, customers, settings, code, message
+):
+    space = copy_of(baseline, tmp_path)
+    customers_uri = demo_uris[0] if customers is None else customers(tmp_path, demo_uris[0])
+    space.write_config(customers_uri, demo_uris[1])
+    exit_code, output = space.run(DAY2, *settings)
+    assert exit_code == code, output[-3000:]
+    assert message in output
+    assert f"segflow: run failed (exit {code})" in output or code == 2
+    assert "Traceback" not in output, output[-3000:]
+
+
+def test_an_unexpected_error_keeps_its_traceback(tmp_path, baseline, demo_uris):
+    space = copy_of(baseline, tmp_path)
+    space.write_config(*demo_uris)
+    run = space.start(DAY2, hooks=("raise:segflow.tasks.features:features_task:fn",))
+    assert run.finish() == 1
+    assert "Traceback" in run.output and "RuntimeError: injected fault" in run.output
