@@ -21,7 +21,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 
-from segflow.ledger import RunLedger
+from segflow.ledger import RunFacts, RunLedger
 from segflow.parquet_store import ParquetStore
 from segflow.stores import DuckDBStore, PostgresStore
 from segflow.tasks.publish import build_publication, publication_writes
@@ -57,7 +57,7 @@ def run_target(name: str, store, ids: pd.Series, first: np.ndarray, second: np.n
         ledger = RunLedger(as_of=as_of, id_type=pa.string())
         start = time.perf_counter()
         publication = build_publication(ids, labels, profiles_for(labels), store.read_state(as_of), ledger)
-        writes = publication_writes(publication, ledger, {})
+        writes = publication_writes(publication, ledger, RunFacts())
         built = time.perf_counter()
         store.publish(as_of, writes)
         row[f"build {column} (s)"] = round(built - start, 2)

@@ -16,6 +16,7 @@ from prefect.logging import get_run_logger
 
 from segflow.config import SegflowConfig
 from segflow.errors import ConfigError
+from segflow.flows.run import quiet_expected_failures, run_config
 from segflow.flows.segmentation import segmentation_flow
 from segflow.stores import PUBLISHING_STATUSES, open_stores
 
@@ -37,8 +38,16 @@ def plan_backfill(
 
 
 @flow(name="backfill", flow_run_name="backfill-{start}-{end}")
-def backfill_flow(config: SegflowConfig, start: date, end: date, force: bool = False) -> dict[str, Any]:
+def backfill_flow(
+    start: date,
+    end: date,
+    force: bool = False,
+    config: SegflowConfig | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Publish every as-of date from `start` to `end` in order; each date is its own segmentation run."""
+    quiet_expected_failures()
+    config = run_config(config, overrides)
     history = open_stores(config.publish)[0].read_runs(HISTORY_ROWS)
     runs = (
         []

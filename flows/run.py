@@ -3,21 +3,26 @@ it stops when it must publish nothing, and how every end is recorded in segmenta
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any, NoReturn
 
-from prefect.logging import get_run_logger
+from prefect.context import FlowRunContext
+from prefect.logging import get_logger, get_run_logger
 from prefect.runtime import flow_run
 
-from segflow.config import SegflowConfig
+from segflow.config import SegflowConfig, build_config, read_config_file
 from segflow.contracts.check import SourcesCheck
-from segflow.errors import ContractViolation, GateRejected, SegflowError, failure_status
+from segflow.errors import ConfigError, ContractViolation, GateRejected, SegflowError, failure_status
 from segflow.ledger import RunFacts, RunLedger
 from segflow.locks import one_writer
+from segflow.notify import notice, send
 from segflow.stores import PublicationStore, open_stores
 from segflow.tasks.publish import record_run, record_run_task
 
@@ -40,6 +45,63 @@ def segmentation_facts(segmentation: Any, decision: Any, stability: float | None
             "stability": stability,
         },
     )
+
+
+# What a deployment run may change: nothing that says where data comes from or goes to, which
+# secrets, scheduler or webhook are used, or what code runs (those come from the worker's file).
+ALLOWED_OVERRIDES = frozenset(
+    {
+        "gate.override",
+        "clustering.algorithm",
+        "clustering.k",
+        "clustering.seed",
+        "clustering.min_segments",
+        "clustering.max_segments",
+    }
+)
+CONFIG_FILE_VARIABLE = "SEGFLOW_CONFIG"
+
+
+def run_config(
+    config: SegflowConfig | None, overrides: dict[str, Any] | None, deployed: bool | None = None
+) -> SegflowConfig:
+    """The config a run uses. Called in a process that holds its config (the command line, a parent
+    flow, tests), the one given. A deployment run, which whoever may start flow runs can parameterise,
+    takes no config: it reads the config file named by SEGFLOW_CONFIG on the worker, with only the
+    allow-listed overrides."""
+    if deployed is None:
+        context = FlowRunContext.get()
+        deployed = context is not None and context.flow_run.deployment_id is not None
+    if not deployed:
+        if config is None:
+            raise ConfigError("no config given: pass the config, or run the flow from a deployment")
+        return (
+            config if not overrides else build_config(config.model_dump(by_alias=True), settings(overrides))
+        )
+    if config is not None:
+        raise ConfigError(
+            "a deployment run takes no 'config' parameter: sources, targets, secrets, the scheduler and "
+            f"the webhook come from the config file on the worker ({CONFIG_FILE_VARIABLE}); pass 'as_of' and "
+            f"'overrides' of {', '.join(sorted(ALLOWED_OVERRIDES))}"
+        )
+    refused = sorted(set(overrides or {}) - ALLOWED_OVERRIDES)
+    if refused:
+        raise ConfigError(
+            f"a deployment run may not override {', '.join(refused)}: only "
+            f"{', '.join(sorted(ALLOWED_OVERRIDES))}; the rest comes from the config file on the worker"
+        )
+    path = os.environ.get(CONFIG_FILE_VARIABLE)
+    if not path:
+        raise ConfigError(
+            f"this worker has no {CONFIG_FILE_VARIABLE}: set it to the config file the deployment runs with "
+            "(`segflow serve --config` sets it for the deployments it serves)"
+        )
+    return build_config(read_config_file(Path(path)), settings(overrides or {}))
+
+
+def settings(overrides: dict[str, Any]) -> list[str]:
+    """Overrides as --set assignments (JSON values are YAML)."""
+    return [f"{key}={json.dumps(value, default=str)}" for key, value in overrides.items()]
 
 
 def resolved_as_of(as_of: date | str | None) -> date:
@@ -145,3 +207,23 @@ def record_failure(run: Run, error: BaseException) -> None:
         )
     except Exception as recording_error:  # the store itself may be what failed
         get_run_logger().error("could not record the failed run %s: %s", run.ledger.run_id, recording_error)
+
+
+def notify_hook(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect on_failure / on_completion hook: notify when the run's status is one to hear about."""
+    parameters = flow_run.parameters or {}
+    config = parameters.get("config")
+    try:
+        if isinstance(config, dict):
+            config = SegflowConfig.model_validate(config)
+        config = run_config(config, parameters.get("overrides"), flow_run.deployment_id is not None)
+    except (SegflowError, ValueError) as error:  # the config itself is what failed: nobody to tell
+        get_logger("segflow.notify").error("notify: no notification, the run's config is unusable: %s", error)
+        return
+    outcome = state.result(raise_on_failure=False)
+    if state.is_failed():
+        status, message = failure_status(outcome), str(outcome)
+    else:
+        status, message = outcome.get("status", "published"), json.dumps(outcome, default=str)
+    if status in config.notify.on:
+        send(config.notify, notice(flow.name, flow_run, status, message))

@@ -12,9 +12,8 @@ from prefect import flow
 from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation
 from segflow.flows.execution import LocalExecution
-from segflow.flows.run import run_name, started_run
+from segflow.flows.run import notify_hook, run_config, run_name, started_run
 from segflow.ledger import RunFacts
-from segflow.notify import notify_hook
 from segflow.tasks.features import features_task
 from segflow.tasks.publish import build_scored_publication_task, publish_task, read_state_task
 from segflow.tasks.quality import compile_contracts_task, output_contract_task
@@ -27,9 +26,12 @@ from segflow.tasks.score import load_model_task, score_task
     on_failure=[notify_hook],
     on_completion=[notify_hook],
 )
-def scoring_flow(config: SegflowConfig, as_of: date | None = None) -> dict[str, Any]:
+def scoring_flow(
+    config: SegflowConfig | None = None, as_of: date | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Assign the customers of the configured sources to the current segments and publish them;
     every other customer's row stays as it is."""
+    config = run_config(config, overrides)
     with started_run(config, as_of) as run:
         ledger = run.ledger
         model = load_model_task(run.stores[0])

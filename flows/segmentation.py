@@ -12,8 +12,7 @@ from prefect import flow
 from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation, GateRejected
 from segflow.flows.execution import execution_for
-from segflow.flows.run import run_name, segmentation_facts, started_run
-from segflow.notify import notify_hook
+from segflow.flows.run import notify_hook, run_config, run_name, segmentation_facts, started_run
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
@@ -32,10 +31,14 @@ from segflow.tasks.validate import feasibility_task, stability_task, validate_ta
     on_completion=[notify_hook],
 )
 def segmentation_flow(
-    config: SegflowConfig, as_of: date | None = None, dry_run: bool = False
+    config: SegflowConfig | None = None,
+    as_of: date | None = None,
+    dry_run: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Segment the customer base as of a business date and publish it, or publish nothing. A dry run
     does everything but publish, and returns what publishing would change."""
+    config = run_config(config, overrides)
     with started_run(config, as_of, dry_run) as run, execution_for(config, run.ledger) as execution:
         ledger = run.ledger
         contracts = compile_contracts_task(config.sources)

@@ -260,7 +260,17 @@ def one_line(message: str | None, width: int = 100) -> str:
 def serve_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
     from segflow.deployments.serve import serve_deployments
 
-    serve_deployments(config, arguments.timezone, arguments.cron)
+    config_file = arguments.config
+    if config_file is None:  # the demo: its config, as a file the served runs read
+        import yaml
+
+        config_file = DEMO_OUTPUT.resolve() / "demo-config.yaml"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
+    elif arguments.overrides:
+        print("segflow: serve takes no --set: the served runs read the config file as it is", file=sys.stderr)
+        return 2
+    serve_deployments(config_file, arguments.timezone, arguments.cron)
     return 0
 
 

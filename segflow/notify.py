@@ -1,5 +1,5 @@
-"""Tell on-call how a run ended: Prefect flow-run hooks that post to a webhook or a Prefect
-notification block. The notice carries the run's status and reasons, never customer rows."""
+"""Tell on-call how a run ended: post to a webhook or a Prefect notification block (the flows' hook is
+`flows.run.notify_hook`). The notice carries the run's status and reasons, never customer rows."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 from prefect.logging import get_logger
 
-from segflow.config import NotifyConfig, SegflowConfig
-from segflow.errors import failure_status
+from segflow.config import NotifyConfig
 
 logger = get_logger("segflow.notify")
 
@@ -44,16 +43,3 @@ def send(notify: NotifyConfig, payload: dict[str, Any]) -> None:
             )
         except Exception as error:  # a missing or misconfigured block must not hide the run's outcome
             logger.error("notify: block %s failed: %s", notify.block, error)
-
-
-def notify_hook(flow: Any, flow_run: Any, state: Any) -> None:
-    """Prefect on_failure / on_completion hook: notify when the run's status is one to hear about."""
-    config = flow_run.parameters.get("config")
-    notify = SegflowConfig.model_validate(config).notify if isinstance(config, dict) else config.notify
-    outcome = state.result(raise_on_failure=False)
-    if state.is_failed():
-        status, message = failure_status(outcome), str(outcome)
-    else:
-        status, message = outcome.get("status", "published"), json.dumps(outcome, default=str)
-    if status in notify.on:
-        send(notify, notice(flow.name, flow_run, status, message))

@@ -17,7 +17,9 @@ from prefect import flow
 
 from segflow.config import build_config
 from segflow.errors import GateRejected, SourceError
-from segflow.flows.segmentation import run_ledger, segmentation_flow
+from segflow.flows.run import run_ledger
+from segflow.flows.segmentation import segmentation_flow
+from segflow.ledger import RunFacts
 from segflow.stores import open_stores
 from segflow.tasks.profile import profile_segments
 from segflow.tasks.publish import build_publication, publish_task
@@ -132,7 +134,7 @@ def test_a_flow_retry_is_the_same_run_and_a_committed_publish_is_not_redone(tmp_
         attempts.append(ledger.run_id)
         profiles = profile_segments(frame[["visits", "spend"]], labels, ["visits", "spend"], [])
         publication = build_publication(frame["account"], labels, profiles, stores[0].read_state(DAY), ledger)
-        publish_task(stores, publication, ledger, {})
+        publish_task(stores, publication, ledger, RunFacts())
         if len(attempts) == 1:
             raise RuntimeError("the flow fails after its publish committed")
         return ledger.run_id

@@ -175,6 +175,29 @@ def test_serve_registers_the_nightly_schedule_and_a_triggered_run_publishes(pref
         assert runs["status"].tolist() == ["published"]
         assert runs["as_of"].dt.date.tolist() == [DAY]  # the parameter override reached the run
         assert duckdb_rows(warehouse, "SELECT count(*) AS n FROM segments.customer_segments")["n"][0] == 900
+
+        # whoever may start a run cannot point its target elsewhere
+        stolen = tmp_path / "stolen.duckdb"
+        hostile = subprocess.run(
+            [
+                *(str(BIN / "prefect"), "deployment", "run", "segmentation/on-demand"),
+                *("-p", "as_of=2026-11-02", "-p", f'overrides={{"publish.warehouse": "duckdb:///{stolen}"}}'),
+                *("--watch", "--watch-timeout", "240"),
+            ],
+            env=prefect_server["env"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert hostile.returncode != 0
+        failed = httpx.post(
+            f"{prefect_server['api']}/flow_runs/filter",
+            json={"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}},
+            timeout=10,
+        ).json()
+        assert any("may not override publish.warehouse" in run["state"]["message"] for run in failed)
+        assert not stolen.exists()
+        assert duckdb_rows(warehouse, "SELECT count(*) AS n FROM segments.segmentation_runs")["n"][0] == 1
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

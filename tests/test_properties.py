@@ -19,7 +19,7 @@ from hypothesis.extra.numpy import arrays
 
 from segflow.config import ClusteringConfig, FeaturesConfig, PreprocessConfig, SourcesConfig, build_config
 from segflow.errors import ConfigError, SegflowError
-from segflow.ledger import RunLedger
+from segflow.ledger import RunFacts, RunLedger
 from segflow.stores import StoredState
 from segflow.tasks.cluster import assign_segments, fit_segmentation
 from segflow.tasks.features import RFM_COLUMNS, build_customer_features
@@ -203,7 +203,7 @@ def publish(ids: list, labels: np.ndarray, stored: StoredState, as_of: date, id_
     publication = build_publication(
         pd.Series(ids, dtype=object), labels, profiles_for(labels), stored, ledger
     )
-    return {w.name: w.rows.to_pandas() for w in publication_writes(publication, ledger, {})}
+    return {w.name: w.rows.to_pandas() for w in publication_writes(publication, ledger, RunFacts())}
 
 
 @st.composite
@@ -374,7 +374,7 @@ def test_an_accepted_table_yields_one_segment_per_customer(case):
 def publish_prepared(ids: pd.Series, labels: np.ndarray, profiles: pd.DataFrame, id_type: pa.DataType):
     ledger = RunLedger(as_of=AS_OF, id_type=id_type)
     publication = build_publication(ids, labels, profiles, StoredState(), ledger)
-    return {w.name: w.rows.to_pandas() for w in publication_writes(publication, ledger, {})}
+    return {w.name: w.rows.to_pandas() for w in publication_writes(publication, ledger, RunFacts())}
 
 
 @pytest.mark.parametrize("value", [1e308, -1e308])

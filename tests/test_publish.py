@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from segflow.errors import ConfigError
-from segflow.ledger import RunLedger
+from segflow.ledger import RunFacts, RunLedger
 from segflow.stores import StoredState
 from segflow.tasks.publish import build_publication, publication_writes
 
@@ -33,7 +33,7 @@ def profiles_for(labels: np.ndarray) -> pd.DataFrame:
 def publish(ids, labels, stored, as_of):
     ledger = RunLedger(as_of=as_of, id_type=pa.string())
     publication = build_publication(pd.Series(ids), labels, profiles_for(labels), stored, ledger)
-    writes = publication_writes(publication, ledger, {})
+    writes = publication_writes(publication, ledger, RunFacts())
     return {w.name: w.rows.to_pandas() for w in writes}, publication
 
 

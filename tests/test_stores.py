@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from segflow.errors import PublishError
-from segflow.ledger import RunLedger
+from segflow.ledger import RunFacts, RunLedger
 from segflow.parquet_store import ParquetStore
 from segflow.stores import DuckDBStore, PostgresStore, TableWrite
 from segflow.tasks.publish import build_publication, publication_writes
@@ -27,7 +27,7 @@ def publication_for(store, labels, as_of) -> list[TableWrite]:
     ledger = RunLedger(as_of=as_of, id_type=pa.string())
     stored = store.read_state(as_of)
     publication = build_publication(pd.Series(IDS), labels, profiles_for(labels), stored, ledger)
-    return publication_writes(publication, ledger, {})
+    return publication_writes(publication, ledger, RunFacts())
 
 
 def read_duckdb(path, table):
