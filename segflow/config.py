@@ -266,6 +266,23 @@ class ExecutionConfig(StrictModel):
     # keep a run's partition files under work_folder when it ends (to look into them); by default
     # they are removed, so that nightly runs do not fill the shared folder
     keep_work: bool = False
+    # a remote scheduler over TLS (scheduler_address tls://...): the CA and this client's certificate
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ExecutionConfig:
+        files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        if any(files) and not all(files):
+            raise ValueError("execution TLS needs tls_ca_file, tls_cert_file and tls_key_file together")
+        address = self.scheduler_address or ""
+        if address.startswith("tls://") != all(files) and address:
+            raise ValueError(
+                "a tls:// scheduler_address needs tls_ca_file, tls_cert_file and tls_key_file, and the "
+                "certificates need a tls:// address"
+            )
+        return self
 
 
 class NotifyConfig(StrictModel):

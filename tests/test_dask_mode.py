@@ -185,3 +185,42 @@ def test_a_repeat_rule_without_threshold_holds_as_its_expectation_says():
     assert not unique_rule({}).holds_for(1, 100)
     assert unique_rule({"mostly": 0.9}).holds_for(10, 100)
     assert not unique_rule({"mostly": 0.9}).holds_for(11, 100)
+
+
+def test_a_run_works_only_in_a_folder_it_creates_itself(tmp_path):
+    from segflow.config import ExecutionConfig
+    from segflow.dask.cluster import work_folder
+    from segflow.errors import ConfigError
+
+    execution = ExecutionConfig(mode="dask", work_folder=tmp_path / "work")
+    with work_folder(execution, "run-1") as folder:
+        assert folder == tmp_path / "work" / "run-1" and oct(folder.stat().st_mode & 0o777) == "0o750"
+    assert not folder.exists()
+    (tmp_path / "work" / "run-2").mkdir()  # planted before the run
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "work" / "run-3").symlink_to(tmp_path / "elsewhere")
+    for planted in ("run-2", "run-3"):
+        with pytest.raises(ConfigError, match="already exists"), work_folder(execution, planted):
+            pass
+    assert (tmp_path / "elsewhere").exists()  # a refused link is left alone, not removed through
+
+
+def test_the_local_cluster_listens_on_this_machine_and_a_remote_one_can_use_tls(tmp_path):
+    from segflow.config import ExecutionConfig
+    from segflow.dask.cluster import task_runner
+
+    local = task_runner(ExecutionConfig(mode="dask"))
+    assert local.cluster_kwargs["host"] == "127.0.0.1"
+    assert local.cluster_kwargs["dashboard_address"].startswith("127.0.0.1:")
+    with pytest.raises(ValueError, match="tls:// scheduler_address needs"):
+        ExecutionConfig(mode="dask", scheduler_address="tls://10.0.0.5:8786")
+    files = {name: tmp_path / name for name in ("ca.pem", "client.pem", "client.key")}
+    remote = ExecutionConfig(
+        mode="dask",
+        scheduler_address="tls://10.0.0.5:8786",
+        tls_ca_file=files["ca.pem"],
+        tls_cert_file=files["client.pem"],
+        tls_key_file=files["client.key"],
+    )
+    security = task_runner(remote).client_kwargs["security"]
+    assert security.require_encryption and security.tls_ca_file == str(files["ca.pem"])
