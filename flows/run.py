@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 from segflow.config import SegflowConfig, build_config, read_config_file
 from segflow.contracts.check import SourcesCheck
 from segflow.errors import ConfigError, ContractViolation, GateRejected, SegflowError, failure_status
+from segflow.files import private_files
 from segflow.ledger import RunFacts, RunLedger
 from segflow.locks import one_writer
 from segflow.notify import notice, send
@@ -189,7 +190,7 @@ def started_run(config: SegflowConfig, as_of: date | None, dry_run: bool = False
     """A run that holds its targets' writer slots, and whose failure, wherever it happens, is
     recorded in segmentation_runs unless the run recorded its own end (a contract or gate stop)."""
     quiet_expected_failures()
-    with one_writer(config.publish):
+    with one_writer(config.publish), private_files():
         run = Run(config, run_ledger(as_of), open_stores(config.publish), dry_run)
         try:
             yield run

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FILE_MODE = 0o640
 FOLDER_MODE = 0o750
+RUN_UMASK = 0o027  # what a run creates: files 0640 and folders 0750 at most, nothing for others
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """For the block, every file and folder the process creates is closed to other users (the
+    published tables, reports and validation results hold customer data)."""
+    previous = os.umask(RUN_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def write_atomically(path: Path, content: str | bytes) -> None:

@@ -81,3 +81,21 @@ def test_a_dry_run_of_a_rejected_segmentation_exits_4_shows_the_verdict_and_writ
     assert "gate REJECTED" in printed and "silhouette" in printed and "would exit 4" in printed
     assert "3,000 entering" in printed
     assert not (tmp_path / "warehouse.duckdb").exists() and not (tmp_path / "parquet").exists()
+
+
+def test_published_files_and_reports_are_not_readable_by_other_users(tmp_path, small_demo):
+    raw = demo_config(tmp_path, small_demo)
+    raw["clustering"] = {"algorithm": "kmeans", "k": [3, 6]}
+    segmentation_flow(config=build_config(raw), as_of=DAY1)
+    written = [
+        tmp_path / "warehouse.duckdb",
+        *(tmp_path / "parquet").rglob("*"),
+        *(tmp_path / "reports").rglob("*"),
+    ]
+    assert len(written) > 10
+    open_to_others = [
+        f"{path} {oct(path.lstat().st_mode & 0o777)}"
+        for path in written
+        if not path.is_symlink() and path.lstat().st_mode & 0o007
+    ]
+    assert open_to_others == []
