@@ -17,7 +17,7 @@ from segflow.uris import (
     check_printable,
     duckdb_path,
     table_name_in,
-    without_inline_password,
+    without_secrets,
 )
 
 
@@ -41,7 +41,7 @@ class SourceConfig(StrictModel):
     @field_validator("uri")
     @classmethod
     def _usable_uri(cls, uri: str) -> str:
-        uri = check_printable(without_inline_password(uri, "uri"), "uri")
+        uri = check_printable(without_secrets(uri, "uri"), "uri")
         if uri.startswith(("duckdb://", "postgresql://", "postgres://")):
             table_name_in(uri)
         return uri
@@ -223,7 +223,7 @@ class PublishConfig(StrictModel):
             return None
         if not uri.startswith(("duckdb://", "postgresql://", "postgres://")):
             raise ValueError("warehouse must be a duckdb:///PATH or postgresql://... URI")
-        uri = check_printable(without_inline_password(uri, "warehouse"), "warehouse")
+        uri = check_printable(without_secrets(uri, "warehouse"), "warehouse")
         if uri.startswith("duckdb://"):
             check_output_path(duckdb_path(uri), "warehouse")
         return uri

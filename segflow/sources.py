@@ -242,20 +242,16 @@ def _query_postgres(
     import adbc_driver_postgresql.dbapi as adbc
 
     connection_uri, table = table_query_parameter(uri, source)
+    connect_uri = _with_timeouts(with_secret_password(connection_uri, password_secret), timeout_seconds)
     try:
-        with (
-            adbc.connect(
-                _with_timeouts(with_secret_password(connection_uri, password_secret), timeout_seconds)
-            ) as connection,
-            connection.cursor() as cursor,
-        ):
+        with adbc.connect(connect_uri) as connection, connection.cursor() as cursor:
             cursor.execute(f"SET statement_timeout = {max(1, int(timeout_seconds * 1000))}")
             cursor.execute(query.format(table=table))
             return cursor.fetch_arrow_table()
     except adbc_driver_manager.Error as error:
         if getattr(error, "sqlstate", None) == STATEMENT_TIMEOUT and "statement timeout" in str(error):
             raise timeout_error(source, uri, timeout_seconds) from error
-        message = str(error).replace(connection_uri, redact_uri(connection_uri)).strip()
+        message = str(error).replace(connect_uri, redact_uri(connect_uri)).strip()
         raise SourceError(
             f"source '{source}': cannot read {table} from PostgreSQL ({message})",
             transient=isinstance(error, adbc_driver_manager.OperationalError),
