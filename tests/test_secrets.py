@@ -161,7 +161,7 @@ def test_planted_uri_options_appear_in_no_log_result_record_or_webhook_body(
             "parquet": str(tmp_path / "pq"),
             "reports": str(tmp_path / "reports"),
         },
-        "notify": {"webhook_url": receiver.url, "on": ["published", "failed"]},
+        "notify": {"webhook_url": receiver.url, "allow_insecure_http": True, "on": ["published", "failed"]},
     }
     with caplog.at_level(logging.DEBUG):
         result = segmentation_flow(config=build_config(raw), as_of=date(2026, 11, 1))
