@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import glob
+import gzip
+import math
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +23,14 @@ from segflow.errors import ConfigError, SourceError
 from segflow.uris import duckdb_path, redact_uri, table_query_parameter, with_secret_password
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
-# Arrow holds Parquet's columns decoded: 2.2-2.3 times the uncompressed page size on the demo data
-ARROW_BYTES_PER_PARQUET_BYTE = 2.3
+# rows decoded at a time when a Parquet column's size in memory is measured
+PARQUET_COUNT_BATCH_ROWS = 65_536
+# A codec may grow incompressible pages a little (snappy by up to 1/6); a footer whose column chunk
+# is larger compressed than this allows is not telling the truth about its pages.
+MAX_COMPRESSED_PER_UNCOMPRESSED = 1.2
+PAGE_HEADER_SLACK_BYTES = 1024
+# bytes decompressed at a time when a .gz file is counted
+GZIP_COUNT_CHUNK_BYTES = 1 << 20
 # rows sampled from a DuckDB table to measure its bytes per row
 DUCKDB_SAMPLE_ROWS = 1000
 STATEMENT_TIMEOUT = "57014"
@@ -85,16 +94,19 @@ def estimate_source_size(
     uri: str,
     password_secret: str | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    limit_bytes: float = math.inf,
 ) -> SourceSize:
-    """How much memory a source takes once loaded, estimated from metadata without loading it."""
+    """How much memory a source takes once loaded, without loading it. Sizes no metadata can vouch
+    for (a .gz file's text, Parquet columns that expand when decoded) are counted by streaming
+    through the data, and counting stops once past `limit_bytes`."""
     kind = source_format(source, uri)
     if kind == "duckdb":
         return _duckdb_size(source, uri)
     if kind == "postgres":
         return _postgres_size(source, uri, password_secret, timeout_seconds)
     if kind == "parquet":
-        return _parquet_size(source, uri)
-    return _csv_size(source, uri)
+        return _parquet_size(source, uri, limit_bytes)
+    return _csv_size(source, uri, limit_bytes)
 
 
 def timeout_error(source: str, uri: str, timeout_seconds: float) -> SourceError:
@@ -133,30 +145,116 @@ def _read_parquet(source: str, pattern: str) -> pa.Table:
         return _parquet_dataset(source, pattern).to_table()
 
 
-def _parquet_size(source: str, pattern: str) -> SourceSize:
+def _parquet_size(source: str, pattern: str, limit_bytes: float) -> SourceSize:
+    """Arrow's size of a Parquet source, trusting no footer's page sizes: a fixed-width column takes
+    its width times the rows; the others (strings, lists, dictionaries, whose pages can expand
+    without bound when decoded) are decoded in batches and counted."""
     with _parquet_errors(source, pattern):
-        footers = [pq.read_metadata(path) for path in _parquet_dataset(source, pattern).files]
-    rows = sum(footer.num_rows for footer in footers)
-    pages = sum(
-        footer.row_group(i).total_byte_size for footer in footers for i in range(footer.num_row_groups)
-    )
+        files = _parquet_dataset(source, pattern).files
+    rows = fixed = decoded = 0
+    for path in files:
+        with _parquet_errors(source, path):
+            parquet = pq.ParquetFile(path)
+            _check_footer(source, path, parquet.metadata)
+            widths = {field.name: _bytes_per_value(field.type) for field in parquet.schema_arrow}
+            rows += parquet.metadata.num_rows
+            fixed += parquet.metadata.num_rows * sum(width for width in widths.values() if width is not None)
+            variable = [name for name, width in widths.items() if width is None]
+            decoded += _decoded_bytes(parquet, variable, limit_bytes - fixed - decoded)
+        if fixed + decoded > limit_bytes:
+            return SourceSize(
+                int(fixed + decoded),
+                f"Parquet metadata: {rows:,} rows so far, more than {human_bytes(fixed + decoded)} once "
+                f"decoded (up to {path}); counting stopped at what the budget allows",
+            )
     return SourceSize(
-        int(pages * ARROW_BYTES_PER_PARQUET_BYTE),
-        f"Parquet metadata: {rows:,} rows, {human_bytes(pages)} of uncompressed pages",
+        int(fixed + decoded),
+        f"Parquet metadata: {rows:,} rows, {human_bytes(fixed)} of fixed-width columns and "
+        f"{human_bytes(decoded)} of others, decoded",
     )
 
 
-def _csv_size(source: str, pattern: str) -> SourceSize:
-    """The text's size: Arrow's columns take about as much as the CSV text they were parsed from."""
+def _bytes_per_value(arrow_type: pa.DataType) -> float | None:
+    """Arrow's bytes per value of a fixed-width type (its validity bit included); None when the size
+    depends on the values."""
+    if pa.types.is_dictionary(arrow_type):
+        return None
+    try:
+        return (arrow_type.bit_width + 1) / 8
+    except ValueError:  # strings, binaries, lists, structs: not fixed-width
+        return None
+
+
+def _decoded_bytes(parquet: pq.ParquetFile, columns: list[str], limit_bytes: float) -> int:
+    """Arrow bytes of some columns, decoded batch by batch; stops once past `limit_bytes`."""
     total = 0
+    if not columns:
+        return total
+    for batch in parquet.iter_batches(batch_size=PARQUET_COUNT_BATCH_ROWS, columns=columns):
+        total += batch.nbytes
+        if total > limit_bytes:
+            break
+    return total
+
+
+def _check_footer(source: str, path: str, footer: pq.FileMetaData) -> None:
+    """Refuse a footer whose column chunks could not be in its file: outside it, larger than it
+    together, or larger compressed than uncompressed."""
+    file_bytes = Path(path).stat().st_size
+    claimed = 0
+    for group in range(footer.num_row_groups):
+        for column in range(footer.num_columns):
+            chunk = footer.row_group(group).column(column)
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            claimed += chunk.total_compressed_size
+            impossible = (
+                start < 4
+                or start + chunk.total_compressed_size > file_bytes
+                or claimed > file_bytes
+                or chunk.total_compressed_size
+                > MAX_COMPRESSED_PER_UNCOMPRESSED * chunk.total_uncompressed_size + PAGE_HEADER_SLACK_BYTES
+            )
+            if impossible:
+                raise SourceError(
+                    f"source '{source}': the Parquet footer of {path} does not match the file: column "
+                    f"{chunk.path_in_schema} of row group {group} claims {chunk.total_compressed_size:,} "
+                    f"bytes at offset {start:,} ({chunk.total_uncompressed_size:,} uncompressed), "
+                    f"{claimed:,} with the chunks before it, in a file of {file_bytes:,} bytes; "
+                    "segflow does not read a file whose footer lies about its size"
+                )
+
+
+def _csv_size(source: str, pattern: str, limit_bytes: float) -> SourceSize:
+    """The text's size: Arrow's columns take about as much as the CSV text they were parsed from.
+    A .gz file is decompressed and counted (its trailer gives only the last member's size)."""
+    total = 0
+    compressed = False
     for path in _matching_files(source, pattern):
         if path.lower().endswith(".gz"):
-            with open(path, "rb") as handle:  # gzip's trailer holds the text's size modulo 4 GiB
-                handle.seek(-4, 2)
-                total += max(int.from_bytes(handle.read(4), "little"), Path(path).stat().st_size)
+            compressed = True
+            total += _decompressed_bytes(source, path, limit_bytes - total)
         else:
             total += Path(path).stat().st_size
-    return SourceSize(total, f"{human_bytes(total)} of CSV text")
+        if total > limit_bytes:
+            return SourceSize(
+                total,
+                f"more than {human_bytes(total)} of CSV text decompressed (up to {path}); "
+                "counting stopped at what the budget allows",
+            )
+    return SourceSize(total, f"{human_bytes(total)} of CSV text" + (", decompressed" if compressed else ""))
+
+
+def _decompressed_bytes(source: str, path: str, limit_bytes: float) -> int:
+    """What a gzip file decompresses to, through all its members; stops once past `limit_bytes`."""
+    total = 0
+    buffer = bytearray(GZIP_COUNT_CHUNK_BYTES)
+    try:
+        with gzip.open(path, "rb") as stream:
+            while total <= limit_bytes and (read := stream.readinto(buffer)):
+                total += read
+    except (OSError, EOFError, zlib.error) as error:
+        raise SourceError(f"source '{source}': {path} is not a readable gzip file ({error})") from error
+    return total
 
 
 def sniff_delimiter(path: str, encoding: str) -> str:
