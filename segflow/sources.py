@@ -31,6 +31,14 @@ MAX_COMPRESSED_PER_UNCOMPRESSED = 1.2
 PAGE_HEADER_SLACK_BYTES = 1024
 # bytes decompressed at a time when a .gz file is counted
 GZIP_COUNT_CHUNK_BYTES = 1 << 20
+# A DuckDB source is its file's own tables: a view in it may not read other files (read_text,
+# read_csv), the network or extensions, and nothing the view runs may turn that back on.
+DUCKDB_SOURCE_CONFIG = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "lock_configuration": True,
+}
 # rows sampled from a DuckDB table to measure its bytes per row
 DUCKDB_SAMPLE_ROWS = 1000
 STATEMENT_TIMEOUT = "57014"
@@ -304,8 +312,14 @@ def _query_duckdb(source: str, uri: str, query: str) -> pa.Table:
     if not Path(path).exists():
         raise SourceError(f"source '{source}': DuckDB file {path} not found")
     try:
-        with duckdb.connect(path, read_only=True) as connection:
+        with duckdb.connect(path, read_only=True, config=DUCKDB_SOURCE_CONFIG) as connection:
             return connection.sql(query.format(table=table)).to_arrow_table()
+    except duckdb.PermissionException as error:
+        raise SourceError(
+            f"source '{source}': {table} in {path} reads outside its database file ({error}); segflow "
+            "opens DuckDB sources without file or network access: give a table, or a view over the "
+            "file's own tables"
+        ) from error
     except duckdb.Error as error:
         raise SourceError(f"source '{source}': cannot read {table} from {path} ({error})") from error
 

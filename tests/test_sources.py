@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from segflow.errors import ConfigError, SourceError
-from segflow.sources import read_source
+from segflow.sources import estimate_source_size, read_source
 from segflow.uris import redact_uri
 
 FRAME = pd.DataFrame({"client": ["a", "b", "c"], "spend": [1.5, 2.0, 3.25]})
@@ -97,3 +97,25 @@ def test_unreachable_postgres_is_transient_and_hides_the_password():
     assert raised.value.transient
     assert "s3cret" not in str(raised.value)
     assert redact_uri(uri) == "postgresql://user:***@127.0.0.1:1/db?table=t"
+
+
+def test_a_duckdb_source_cannot_read_files_outside_its_database(tmp_path):
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("TOPSECRET-42\n")
+    path = tmp_path / "in.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(f"CREATE VIEW leak AS SELECT content AS customer_id FROM read_text('{secret}')")
+        connection.execute(f"CREATE VIEW leak_csv AS SELECT * FROM read_csv('{secret}')")
+        connection.execute("CREATE TABLE people AS SELECT * FROM FRAME")
+        connection.execute("CREATE VIEW big_spenders AS SELECT * FROM people WHERE spend > 1.5")
+    for view in ("leak", "leak_csv"):
+        for read in (read_source, estimate_source_size):
+            with pytest.raises(
+                SourceError, match=f"source 'customers': \"{view}\" in .*in.duckdb reads"
+            ) as raised:
+                read("customers", f"duckdb:///{path}?table={view}")
+            assert "TOPSECRET" not in str(raised.value)
+            assert "without file or network access" in str(raised.value)
+    assert read_source("customers", f"duckdb:///{path}?table=people").to_pandas().equals(FRAME)
+    assert read_source("customers", f"duckdb:///{path}?table=big_spenders").num_rows == 2
