@@ -29,6 +29,10 @@ PARQUET_COUNT_BATCH_ROWS = 65_536
 # is larger compressed than this allows is not telling the truth about its pages.
 MAX_COMPRESSED_PER_UNCOMPRESSED = 1.2
 PAGE_HEADER_SLACK_BYTES = 1024
+# pyarrow's CSV blocks: its default, the growth when a line straddles two, and the largest
+CSV_BLOCK_BYTES = 1 << 20
+CSV_BLOCK_GROWTH = 16
+MAX_CSV_BLOCK_BYTES = 256 << 20
 # bytes decompressed at a time when a .gz file is counted
 GZIP_COUNT_CHUNK_BYTES = 1 << 20
 # A DuckDB source is its file's own tables: a view in it may not read other files (read_text,
@@ -280,15 +284,7 @@ def _read_csv(source: str, pattern: str, encoding: str) -> pa.Table:
     advice = "check its header and delimiter, or set the source's 'encoding' (e.g. latin-1)"
     try:
         table = pa.concat_tables(
-            [
-                pa_csv.read_csv(
-                    path,
-                    read_options=pa_csv.ReadOptions(encoding=encoding),
-                    parse_options=pa_csv.ParseOptions(delimiter=sniff_delimiter(path, encoding)),
-                )
-                for path in files
-            ],
-            promote_options="permissive",
+            [_read_csv_file(source, path, encoding) for path in files], promote_options="permissive"
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         first_line = str(error).splitlines()[0]
@@ -301,6 +297,44 @@ def _read_csv(source: str, pattern: str, encoding: str) -> pa.Table:
         raise SourceError(
             f"source '{source}': column(s) {', '.join(undecodable)} of {pattern} are not valid "
             f"text in encoding {encoding}; {advice}"
+        )
+    return table
+
+
+def _read_csv_file(source: str, path: str, encoding: str) -> pa.Table:
+    """One CSV file. pyarrow parses it in blocks and fails on a line that straddles two, so a file
+    with a long line is parsed again in larger blocks. Lines with another number of fields than
+    the header are counted and refused, never quoted (they may hold personal data)."""
+    odd_lines: list[tuple[int, int]] = []
+
+    def count_odd_line(row: pa_csv.InvalidRow) -> str:
+        odd_lines.append((row.expected_columns, row.actual_columns))
+        return "skip"
+
+    parse_options = pa_csv.ParseOptions(
+        delimiter=sniff_delimiter(path, encoding), invalid_row_handler=count_odd_line
+    )
+    block_bytes = CSV_BLOCK_BYTES
+    while True:
+        odd_lines.clear()
+        read_options = pa_csv.ReadOptions(encoding=encoding, block_size=block_bytes)
+        try:
+            table = pa_csv.read_csv(path, read_options=read_options, parse_options=parse_options)
+            break
+        except pa.ArrowInvalid as error:
+            if "straddles two block boundaries" not in str(error):
+                raise
+            if block_bytes >= MAX_CSV_BLOCK_BYTES:
+                raise SourceError(
+                    f"source '{source}': a line (or quoted value) of {path} is longer than "
+                    f"{human_bytes(MAX_CSV_BLOCK_BYTES)}, the most segflow parses in one piece"
+                ) from error
+            block_bytes = min(block_bytes * CSV_BLOCK_GROWTH, MAX_CSV_BLOCK_BYTES)
+    if odd_lines:
+        found = ", ".join(str(n) for n in sorted({actual for _, actual in odd_lines}))
+        raise SourceError(
+            f"source '{source}': {len(odd_lines):,} lines of {path} do not have the header's "
+            f"{odd_lines[0][0]} fields (they have {found}); correct or remove them"
         )
     return table
 

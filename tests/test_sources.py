@@ -119,3 +119,29 @@ def test_a_duckdb_source_cannot_read_files_outside_its_database(tmp_path):
             assert "without file or network access" in str(raised.value)
     assert read_source("customers", f"duckdb:///{path}?table=people").to_pandas().equals(FRAME)
     assert read_source("customers", f"duckdb:///{path}?table=big_spenders").num_rows == 2
+
+
+def csv_with(path, odd_lines: dict[int, str], rows: int = 200_000) -> None:
+    lines = ["customer_id,note,spend"] + [f"{i},short,{i}.5" for i in range(1, rows)]
+    for position, line in sorted(odd_lines.items()):
+        lines.insert(position, line)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_csv_line_of_2_mb_is_read_even_across_pyarrows_blocks(tmp_path):
+    path = tmp_path / "orders.csv"
+    csv_with(path, {60_000: "9999," + "x" * 2_000_000 + ",1.5"})  # past the first 1 MB block
+    table = read_source("transactions", str(path))
+    assert table.num_rows == 200_000
+    notes = table.column("note").to_pylist()
+    assert len(notes[59_999]) == 2_000_000 and notes[0] == "short"
+
+
+def test_csv_lines_that_cannot_be_parsed_fail_naming_their_count_never_their_text(tmp_path):
+    path = tmp_path / "orders.csv"
+    csv_with(path, {500: "7,Jane Doe jane@example.com,1.5,extra", 150_000: "8"})
+    with pytest.raises(SourceError) as raised:
+        read_source("transactions", str(path))
+    message = str(raised.value)
+    assert "source 'transactions': 2 lines of" in message and "do not have the header's 3 fields" in message
+    assert "jane@example.com" not in message
