@@ -165,8 +165,7 @@ def _parquet_size(source: str, pattern: str, limit_bytes: float) -> SourceSize:
         files = _parquet_dataset(source, pattern).files
     rows = fixed = decoded = 0
     for path in files:
-        with _parquet_errors(source, path):
-            parquet = pq.ParquetFile(path)
+        with _parquet_errors(source, path), pq.ParquetFile(path) as parquet:
             _check_footer(source, path, parquet.metadata)
             widths = {field.name: _bytes_per_value(field.type) for field in parquet.schema_arrow}
             rows += parquet.metadata.num_rows
