@@ -18,7 +18,7 @@ from segflow.uris import (
     duckdb_path,
     redact_uri,
     table_name_in,
-    without_inline_password,
+    without_secrets,
 )
 
 
@@ -42,7 +42,7 @@ class SourceConfig(StrictModel):
     @field_validator("uri")
     @classmethod
     def _usable_uri(cls, uri: str) -> str:
-        uri = check_printable(without_inline_password(uri, "uri"), "uri")
+        uri = check_printable(without_secrets(uri, "uri"), "uri")
         if uri.startswith(("duckdb://", "postgresql://", "postgres://")):
             table_name_in(uri)
         return uri
@@ -224,7 +224,7 @@ class PublishConfig(StrictModel):
             return None
         if not uri.startswith(("duckdb://", "postgresql://", "postgres://")):
             raise ValueError("warehouse must be a duckdb:///PATH or postgresql://... URI")
-        uri = check_printable(without_inline_password(uri, "warehouse"), "warehouse")
+        uri = check_printable(without_secrets(uri, "warehouse"), "warehouse")
         if uri.startswith("duckdb://"):
             check_output_path(duckdb_path(uri), "warehouse")
         return uri
@@ -285,10 +285,17 @@ class ExecutionConfig(StrictModel):
         return self
 
 
+def insecure_webhook(url: str, allow_insecure_http: bool) -> bool:
+    """Whether a webhook URL would carry its token across the network in clear."""
+    return url.startswith("http://") and not allow_insecure_http
+
+
 class NotifyConfig(StrictModel):
     """Who hears about a run that failed or was rejected: a webhook, a Prefect notification block."""
 
-    webhook_url: str | None = None  # receives a JSON POST
+    webhook_url: str | None = None  # receives a JSON POST; its path or query usually holds a token
+    webhook_secret: str | None = None  # or: the name of a Prefect Secret block holding that URL
+    allow_insecure_http: bool = False  # accept a plain http:// webhook (a local relay, a test)
     block: str | None = None  # a Prefect notification block's name, e.g. "slack-webhook/on-call"
     on: tuple[Literal["failed", "failed_contract", "rejected", "published", "scored"], ...] = (
         "failed",
@@ -309,6 +316,17 @@ class NotifyConfig(StrictModel):
         if slug is not None and slug.count("/") != 1:
             raise ValueError("block must be 'block-type/block-name', e.g. 'slack-webhook/on-call'")
         return slug
+
+    @model_validator(mode="after")
+    def _one_safe_webhook(self) -> NotifyConfig:
+        if self.webhook_url is not None and self.webhook_secret is not None:
+            raise ValueError("give notify.webhook_url or notify.webhook_secret, not both")
+        if self.webhook_url is not None and insecure_webhook(self.webhook_url, self.allow_insecure_http):
+            raise ValueError(
+                "notify.webhook_url is plain http://: its token would cross the network in clear; "
+                "use https://, or set notify.allow_insecure_http: true for a relay you trust"
+            )
+        return self
 
 
 class SegflowConfig(StrictModel):

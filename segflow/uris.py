@@ -9,6 +9,9 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urluns
 
 from segflow.errors import ConfigError
 
+# libpq connection options whose value is a secret. passfile, sslkey, sslcert and service name a
+# file or an entry the secret is read from, and are allowed.
+SECRET_OPTIONS = frozenset({"password", "sslpassword", "oauth_client_secret"})
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Folders of the operating system a run must never write into (it may run as root in a container).
 SYSTEM_FOLDERS = tuple(
@@ -53,12 +56,26 @@ def check_output_path(path: str, what: str) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with any password replaced, safe for logs and run metadata."""
-    parts = urlsplit(uri)
-    if parts.password is None:
+    """The URI as it may be shown (logs, messages, run records, results, webhooks): the password and
+    every query value but the table masked, e.g. '...?table=sales.orders&sslmode=***'. A path
+    (no '://') is shown as given; a URI that cannot be parsed is hidden whole."""
+    if "://" not in uri:
         return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    try:
+        parts = urlsplit(uri)
+        options = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return f"{uri.split('://', 1)[0]}://***"
+    user, at, host = parts.netloc.rpartition("@")
+    if parts.password is not None:
+        user = user.split(":", 1)[0] + ":***"
+    shown = f"{parts.scheme}://{user}{at}{host}{parts.path}"
+    if options:
+        shown += "?" + "&".join(
+            f"{quote(key, safe='')}={quote(value, safe='.') if key == 'table' else '***'}"
+            for key, value in options
+        )
+    return shown
 
 
 def table_name_in(uri: str) -> str:
@@ -98,13 +115,22 @@ def duckdb_path(uri: str) -> str:
     return path
 
 
-def without_inline_password(uri: str, key: str) -> str:
-    """Refuse a connection URI that carries its password: secrets never go in the config."""
-    if urlsplit(uri).password is not None:
-        raise ValueError(
-            f"{key} holds a password: take it out of the URI and use PGPASSWORD, ~/.pgpass or "
-            "password_secret (a Prefect Secret block)"
-        )
+def without_secrets(uri: str, key: str) -> str:
+    """Refuse a connection URI that carries a secret, in its user part or as an option such as
+    ?password= or ?sslpassword=: secrets never go in the config, its file or the flow's parameters."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    advice = (
+        "take it out of the URI and use PGPASSWORD, ~/.pgpass (or ?passfile=FILE) or "
+        "password_secret (a Prefect Secret block)"
+    )
+    if parts.password is not None:
+        raise ValueError(f"{key} holds a password: {advice}")
+    options = {name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    secrets = ", ".join(f"'{option}'" for option in sorted(options & SECRET_OPTIONS))
+    if secrets:
+        raise ValueError(f"{key} holds the password option {secrets}: {advice}")
     return uri
 
 

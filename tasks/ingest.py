@@ -60,17 +60,27 @@ def check_memory_budget(sizes: dict[str, SourceSize], budget_bytes: float, budge
     )
 
 
+def sources_within_budget(sources: SourcesConfig, resources: ResourcesConfig) -> float:
+    """The run's estimated peak memory; a SourceError naming the largest source when over budget.
+    Each source is counted only up to what the budget leaves for it, so a file that hides its size
+    (a gzip bomb, a lying Parquet footer) is stopped while it is being counted."""
+    budget_bytes, budget_text = memory_budget(resources)
+    allowance = (budget_bytes - PROCESS_BYTES) / WORKING_COPIES
+    sizes: dict[str, SourceSize] = {}
+    for name, source in sources.configured():
+        left = allowance - sum(size.bytes for size in sizes.values())
+        sizes[name] = estimate_source_size(
+            name, source.uri, source.password_secret, source.timeout_seconds, limit_bytes=left
+        )
+    return check_memory_budget(sizes, budget_bytes, budget_text)
+
+
 @task(name="memory-budget", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 def memory_budget_task(sources: SourcesConfig, resources: ResourcesConfig) -> None:
-    """Estimate every source's size from its metadata and stop before loading any if they do not fit."""
-    sizes = {
-        name: estimate_source_size(name, source.uri, source.password_secret, source.timeout_seconds)
-        for name, source in sources.configured()
-    }
-    budget_bytes, budget_text = memory_budget(resources)
-    needed = check_memory_budget(sizes, budget_bytes, budget_text)
+    """Estimate every source's size and stop before loading any if they do not fit."""
+    needed = sources_within_budget(sources, resources)
     get_run_logger().info(
-        "memory: the run needs about %s of its budget of %s", human_bytes(needed), budget_text
+        "memory: the run needs about %s of its budget of %s", human_bytes(needed), memory_budget(resources)[1]
     )
 
 

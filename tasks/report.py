@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -34,6 +35,7 @@ from sklearn.metrics import silhouette_samples
 
 PLOT_SAMPLE = 4_000
 NOISE_KEY = "seg-0000"
+REPORT_FILE_MODE = 0o640  # the publisher and its group; not every user of the machine
 
 
 @dataclass
@@ -89,6 +91,9 @@ def projection_and_silhouette(
     return coordinates, sample_keys, silhouette
 
 
+# Segment names come from column names: they are drawn as written, never parsed as math text
+# (a name holding '$\foo$' stopped the run before it published).
+@matplotlib.rc_context({"text.parse_math": False})
 def plots(inputs: ReportInputs) -> dict[str, str]:
     """Every chart of the report, as data URIs."""
     names = dict(zip(inputs.segments["segment_key"], inputs.segments["segment_name"], strict=True))
@@ -269,12 +274,19 @@ def render_report(inputs: ReportInputs) -> str:
 
 
 def write_report(html: str, folder: Path, as_of: date, run_id: str) -> Path:
-    """Write the page atomically as FOLDER/segments-<as_of>-<run_id>.html."""
+    """Write the page atomically as FOLDER/segments-<as_of>-<run_id>.html. The temporary file is
+    created under a fresh name (never an existing file or a link someone planted) and swapped in."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"segments-{as_of.isoformat()}-{run_id}.html"
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(html, encoding="utf-8")
-    os.replace(partial, path)
+    descriptor, partial = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), REPORT_FILE_MODE)
+            handle.write(html)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return path
 
 

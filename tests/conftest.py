@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -59,3 +63,38 @@ def small_demo(tmp_path_factory) -> dict[str, Path]:
     pq.write_table(customers, paths["customers"])
     pq.write_table(transactions, paths["transactions"])
     return paths
+
+
+@dataclass
+class Receiver:
+    """A local webhook endpoint: where to post, what was posted (JSON bodies and request paths), and
+    the HTTP status it answers with."""
+
+    url: str
+    received: list[dict] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    status: int = 204
+
+
+@pytest.fixture
+def receiver():
+    """A real local HTTP server that keeps every JSON body posted to it."""
+    endpoint = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            endpoint.received.append(json.loads(body))
+            endpoint.paths.append(self.path)
+            self.send_response(endpoint.status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/segflow"
+    yield endpoint
+    server.shutdown()

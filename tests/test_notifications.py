@@ -3,10 +3,8 @@ a flow retry that is the same run and never publishes twice."""
 
 from __future__ import annotations
 
-import json
-import threading
+import logging
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import duckdb
 import numpy as np
@@ -15,39 +13,18 @@ import pyarrow as pa
 import pytest
 from prefect import flow
 
-from segflow.config import build_config
-from segflow.errors import GateRejected, SourceError
+from segflow.config import NotifyConfig, build_config
+from segflow.errors import ConfigError, GateRejected, SourceError
 from segflow.flows.run import run_ledger
 from segflow.flows.segmentation import segmentation_flow
 from segflow.ledger import RunFacts
+from segflow.notify import send
 from segflow.stores import open_stores
 from segflow.tasks.profile import profile_segments
 from segflow.tasks.publish import build_publication, publish_task
 
 DAY = date(2026, 11, 1)
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture
-def receiver():
-    """A local HTTP server that keeps every JSON body posted to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/segflow", received
-    server.shutdown()
 
 
 def customers_config(tmp_path, frame: pd.DataFrame, **overrides):
@@ -76,8 +53,8 @@ def blobs(n: int = 600, seed: int = 0) -> pd.DataFrame:
 
 
 def test_failures_and_rejections_notify_the_webhook_and_publications_do_not(tmp_path, receiver):
-    url, received = receiver
-    config = customers_config(tmp_path, blobs(), notify={"webhook_url": url})
+    url, received = receiver.url, receiver.received
+    config = customers_config(tmp_path, blobs(), notify={"webhook_url": url, "allow_insecure_http": True})
     segmentation_flow(config=config, as_of=DAY)
     assert received == []  # a published run is not news by default
 
@@ -93,7 +70,10 @@ def test_failures_and_rejections_notify_the_webhook_and_publications_do_not(tmp_
     uniform = np.random.default_rng(3).uniform(size=(600, 4))  # no structure to find
     noise = pd.DataFrame({"account": np.arange(600) + 1, **{c: uniform[:, i] for i, c in enumerate("abcd")}})
     rejected_config = customers_config(
-        tmp_path, noise, notify={"webhook_url": url}, gate={"min_silhouette": 0.6}
+        tmp_path,
+        noise,
+        notify={"webhook_url": url, "allow_insecure_http": True},
+        gate={"min_silhouette": 0.6},
     )
     with pytest.raises(GateRejected):
         segmentation_flow(config=rejected_config, as_of=date(2026, 11, 2))
@@ -154,3 +134,71 @@ def test_segment_names_from_column_names_are_shown_literally_in_the_markdown_sum
     escaped = markdown_text(hostile)
     assert "|" not in escaped.replace("\\|", "") and "](" not in escaped.replace("\\](", "")
     assert escaped.replace("\\", "") == hostile
+
+
+WEBHOOK_TOKENS = ("T0KEN-IN-PATH-7f3a", "T0KEN-IN-QUERY-91cb")
+NOTICE = {"flow": "segmentation", "status": "failed", "message": "source 'customers': no file found"}
+
+
+@pytest.mark.parametrize("status", [403, 500])
+def test_a_failing_webhook_logs_its_host_and_status_never_its_path_or_query(receiver, caplog, status):
+    receiver.status = status
+    url = receiver.url.replace("/hooks/segflow", f"/hooks/{WEBHOOK_TOKENS[0]}?token={WEBHOOK_TOKENS[1]}")
+    notify = NotifyConfig(webhook_url=url, allow_insecure_http=True)
+    with caplog.at_level(logging.DEBUG):
+        send(notify, NOTICE)
+    assert receiver.received == [NOTICE]  # delivered to the tokened path, which answered an error
+    assert WEBHOOK_TOKENS[0] in receiver.paths[0] and WEBHOOK_TOKENS[1] in receiver.paths[0]
+    failure = [r.getMessage() for r in caplog.records if r.getMessage().startswith("notify: webhook")]
+    assert failure == [f"notify: webhook at 127.0.0.1 answered HTTP {status}"]
+    assert not [token for token in WEBHOOK_TOKENS if token in caplog.text]
+
+
+def test_an_unreachable_webhook_logs_its_host_and_the_kind_of_failure_only(receiver, caplog):
+    url = f"http://127.0.0.1:1/hooks/{WEBHOOK_TOKENS[0]}?token={WEBHOOK_TOKENS[1]}"
+    with caplog.at_level(logging.DEBUG):
+        send(NotifyConfig(webhook_url=url, allow_insecure_http=True), NOTICE)
+    assert "notify: webhook at 127.0.0.1 could not be reached (ConnectError)" in caplog.text
+    assert not [token for token in WEBHOOK_TOKENS if token in caplog.text]
+
+
+def test_the_webhook_url_can_come_from_a_secret_block_and_stays_out_of_the_config(receiver, caplog):
+    from prefect.blocks.system import Secret
+
+    url = receiver.url.replace("/hooks/segflow", f"/hooks/{WEBHOOK_TOKENS[0]}")
+    Secret(value=url).save("segflow-test-webhook", overwrite=True)
+    config = build_config(
+        {
+            "sources": {"customers": {"uri": "c.parquet"}},
+            "notify": {"webhook_secret": "segflow-test-webhook", "allow_insecure_http": True},
+        }
+    )
+    assert WEBHOOK_TOKENS[0] not in config.model_dump_json()
+    with caplog.at_level(logging.DEBUG):
+        send(config.notify, NOTICE)
+    assert receiver.received == [NOTICE] and receiver.paths == [f"/hooks/{WEBHOOK_TOKENS[0]}"]
+    assert WEBHOOK_TOKENS[0] not in caplog.text
+
+    receiver.received.clear()
+    with caplog.at_level(logging.DEBUG):  # the same URL without the explicit permission for http://
+        send(NotifyConfig(webhook_secret="segflow-test-webhook"), NOTICE)
+    assert receiver.received == []
+    assert "notify: the webhook URL of Secret block 'segflow-test-webhook' is plain http://" in caplog.text
+    with caplog.at_level(logging.DEBUG):
+        send(NotifyConfig(webhook_secret="segflow-test-no-such-block"), NOTICE)
+    assert "notify: Secret block 'segflow-test-no-such-block' could not be loaded" in caplog.text
+    assert WEBHOOK_TOKENS[0] not in caplog.text
+
+
+def test_plain_http_webhooks_are_refused_unless_explicitly_allowed():
+    raw = {"sources": {"customers": {"uri": "c.parquet"}}}
+    with pytest.raises(
+        ConfigError, match="notify.webhook_url is plain http://.*allow_insecure_http"
+    ) as raised:
+        build_config(raw, ["notify.webhook_url=http://hooks.example.com/T0KEN"])
+    assert raised.value.exit_code == 2 and "T0KEN" not in str(raised.value)
+    allowed = ["notify.webhook_url=http://hooks.example.com/x", "notify.allow_insecure_http=true"]
+    assert build_config(raw, allowed).notify.allow_insecure_http
+    assert build_config(raw, ["notify.webhook_url=https://hooks.example.com/x"]).notify.webhook_url
+    with pytest.raises(ConfigError, match="webhook_url or notify.webhook_secret, not both"):
+        build_config(raw, ["notify.webhook_url=https://h.example.com/x", "notify.webhook_secret=hook"])

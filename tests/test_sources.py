@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from segflow.errors import ConfigError, SourceError
-from segflow.sources import read_source
+from segflow.sources import estimate_source_size, read_source
 from segflow.uris import redact_uri
 
 FRAME = pd.DataFrame({"client": ["a", "b", "c"], "spend": [1.5, 2.0, 3.25]})
@@ -97,3 +97,51 @@ def test_unreachable_postgres_is_transient_and_hides_the_password():
     assert raised.value.transient
     assert "s3cret" not in str(raised.value)
     assert redact_uri(uri) == "postgresql://user:***@127.0.0.1:1/db?table=t"
+
+
+def test_a_duckdb_source_cannot_read_files_outside_its_database(tmp_path):
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("TOPSECRET-42\n")
+    path = tmp_path / "in.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(f"CREATE VIEW leak AS SELECT content AS customer_id FROM read_text('{secret}')")
+        connection.execute(f"CREATE VIEW leak_csv AS SELECT * FROM read_csv('{secret}')")
+        connection.execute("CREATE TABLE people AS SELECT * FROM FRAME")
+        connection.execute("CREATE VIEW big_spenders AS SELECT * FROM people WHERE spend > 1.5")
+    for view in ("leak", "leak_csv"):
+        for read in (read_source, estimate_source_size):
+            with pytest.raises(
+                SourceError, match=f"source 'customers': \"{view}\" in .*in.duckdb reads"
+            ) as raised:
+                read("customers", f"duckdb:///{path}?table={view}")
+            assert "TOPSECRET" not in str(raised.value)
+            assert "without file or network access" in str(raised.value)
+    assert read_source("customers", f"duckdb:///{path}?table=people").to_pandas().equals(FRAME)
+    assert read_source("customers", f"duckdb:///{path}?table=big_spenders").num_rows == 2
+
+
+def csv_with(path, odd_lines: dict[int, str], rows: int = 200_000) -> None:
+    lines = ["customer_id,note,spend"] + [f"{i},short,{i}.5" for i in range(1, rows)]
+    for position, line in sorted(odd_lines.items()):
+        lines.insert(position, line)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_csv_line_of_2_mb_is_read_even_across_pyarrows_blocks(tmp_path):
+    path = tmp_path / "orders.csv"
+    csv_with(path, {60_000: "9999," + "x" * 2_000_000 + ",1.5"})  # past the first 1 MB block
+    table = read_source("transactions", str(path))
+    assert table.num_rows == 200_000
+    notes = table.column("note").to_pylist()
+    assert len(notes[59_999]) == 2_000_000 and notes[0] == "short"
+
+
+def test_csv_lines_that_cannot_be_parsed_fail_naming_their_count_never_their_text(tmp_path):
+    path = tmp_path / "orders.csv"
+    csv_with(path, {500: "7,Jane Doe jane@example.com,1.5,extra", 150_000: "8"})
+    with pytest.raises(SourceError) as raised:
+        read_source("transactions", str(path))
+    message = str(raised.value)
+    assert "source 'transactions': 2 lines of" in message and "do not have the header's 3 fields" in message
+    assert "jane@example.com" not in message

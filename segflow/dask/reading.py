@@ -17,6 +17,7 @@ from segflow.config import SourceConfig, SourcesConfig
 from segflow.dask import KEY, ROW
 from segflow.errors import ConfigError, SourceError
 from segflow.sources import matching_files, read_source, source_format
+from segflow.uris import redact_uri
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,10 @@ def partitioned_source(name: str, source: SourceConfig, partition_rows: int) -> 
         meta.index = pd.RangeIndex(0, name=ROW)
         rows = sum(pq.read_metadata(p.path).num_rows for p in {p.path: p for p in pieces}.values())
     if not pieces or rows == 0:
-        raise SourceError(f"source '{name}' ({source.uri}) has no rows")
+        raise SourceError(f"source '{name}' ({redact_uri(source.uri)}) has no rows")
     if source.id_column not in meta.columns:
         raise SourceError(
-            f"source '{name}' ({source.uri}): id column '{source.id_column}' not found; "
+            f"source '{name}' ({redact_uri(source.uri)}): id column '{source.id_column}' not found; "
             f"columns are {', '.join(map(str, meta.columns))}"
         )
     frame = dd.from_map(partial(read_piece, name=name, source=source), pieces, meta=meta)
