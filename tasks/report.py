@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,6 +25,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segflow.files import write_atomically
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from scipy.cluster.hierarchy import dendrogram
@@ -35,7 +35,6 @@ from sklearn.metrics import silhouette_samples
 
 PLOT_SAMPLE = 4_000
 NOISE_KEY = "seg-0000"
-REPORT_FILE_MODE = 0o640  # the publisher and its group; not every user of the machine
 
 
 @dataclass
@@ -274,19 +273,11 @@ def render_report(inputs: ReportInputs) -> str:
 
 
 def write_report(html: str, folder: Path, as_of: date, run_id: str) -> Path:
-    """Write the page atomically as FOLDER/segments-<as_of>-<run_id>.html. The temporary file is
-    created under a fresh name (never an existing file or a link someone planted) and swapped in."""
+    """Write the page atomically as FOLDER/segments-<as_of>-<run_id>.html (never through a file or
+    link someone planted)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"segments-{as_of.isoformat()}-{run_id}.html"
-    descriptor, partial = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), REPORT_FILE_MODE)
-            handle.write(html)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    write_atomically(path, html)
     return path
 
 
