@@ -8,9 +8,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segflow.tables import NOISE_NAME
+from segflow.tables import NOISE_LABEL, NOISE_NAME
 
-NOISE_LABEL = -1
 RFM_BASE_MEDIANS = ("recency_days", "tenure_days")  # what rfm_name compares a segment's medians with
 
 

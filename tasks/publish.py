@@ -20,9 +20,8 @@ from segflow.errors import ConfigError, failure_status
 from segflow.ledger import RunLedger
 from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
-from segflow.tables import CUSTOMER_ID, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
+from segflow.tables import CUSTOMER_ID, NOISE_LABEL, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
 
-NOISE_LABEL = -1
 MIN_JACCARD = 0.4
 SNAPSHOT_COLUMNS = [CUSTOMER_ID, "segment_key", "segment_since", "changed_at"]
 TABLE_COLUMNS = {name: [column for column, _ in spec.columns] for name, spec in TABLES.items()}

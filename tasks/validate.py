@@ -16,9 +16,8 @@ from prefect.logging import get_run_logger
 from sklearn.metrics import adjusted_rand_score
 
 from segflow.config import ClusteringConfig, GateConfig, GateRule
+from segflow.tables import NOISE_LABEL
 from segflow.tasks.cluster import fit_segmentation
-
-NOISE_LABEL = -1
 
 
 @dataclass(frozen=True)
