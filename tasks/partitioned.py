@@ -43,11 +43,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect_dask import DaskTaskRunner, get_dask_client
 
+from segflow.clustering import Segmentation
 from segflow.config import ExecutionConfig, SegflowConfig, SourceConfig, SourcesConfig
 from segflow.errors import ConfigError, SourceError
 from segflow.ledger import QUARANTINE_COLUMNS, RunLedger, input_fingerprint
 from segflow.sources import _matching_files, read_source, source_format
-from segflow.tasks.cluster import Segmentation
 from segflow.tasks.features import (
     CUSTOMER_ID,
     RFM_COLUMNS,

@@ -21,11 +21,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segflow.clustering import Segmentation, SegmentModel
 from segflow.errors import ConfigError, ContractViolation
 from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PublicationStore, TableWrite
 from segflow.tables import CUSTOMER_ID, NOISE_SEGMENT_KEY, TABLES
-from segflow.tasks.cluster import Segmentation, SegmentModel
 from segflow.tasks.features import CustomerFeatures
 from segflow.tasks.preprocess import Preparation, PreparedFeatures, drop_duplicate_customers
 from segflow.tasks.scale import FittedScaling
