@@ -21,7 +21,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from segflow.clustering import Segmentation, SegmentModel
+from segflow.clustering import SegmentAssigner, Segmentation
 from segflow.errors import ConfigError, ContractViolation
 from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PublicationStore, TableWrite
@@ -32,7 +32,7 @@ from segflow.tasks.scale import FittedScaling
 
 
 @dataclass
-class SegmentationModel:
+class ScoringModel:
     """Everything needed to segment new customers the way the fitted run did."""
 
     run_id: str
@@ -42,7 +42,7 @@ class SegmentationModel:
     never_bought_days: int | None
     preparation: Preparation
     scaling: FittedScaling
-    segments: SegmentModel
+    assigner: SegmentAssigner
     segment_keys: dict[int, str]  # the clustering's labels -> published segment keys
 
     def never_bought_days_on(self, as_of: date) -> int | None:
@@ -63,9 +63,9 @@ def fitted_model(
     scaling: FittedScaling,
     segmentation: Segmentation,
     segment_keys: dict[int, str],
-) -> SegmentationModel:
+) -> ScoringModel:
     """The model a publishing run saves next to its segments."""
-    return SegmentationModel(
+    return ScoringModel(
         run_id=run_id,
         as_of=as_of,
         algorithm=segmentation.algorithm,
@@ -73,12 +73,12 @@ def fitted_model(
         never_bought_days=features.never_bought_days,
         preparation=prepared.preparation,
         scaling=scaling,
-        segments=segmentation.model,
+        assigner=segmentation.assigner,
         segment_keys=dict(segment_keys),
     )
 
 
-def model_write(model: SegmentationModel) -> TableWrite:
+def model_write(model: ScoringModel) -> TableWrite:
     """The model as its `segment_models` row. The checksum guards against corruption only: the
     model is a pickle and must come from a warehouse that only segflow's publisher can write."""
     blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
@@ -96,7 +96,7 @@ def model_write(model: SegmentationModel) -> TableWrite:
     return TableWrite("segment_models", table, "as_of")
 
 
-def model_from_record(record: dict[str, Any] | None, target: str) -> SegmentationModel:
+def model_from_record(record: dict[str, Any] | None, target: str) -> ScoringModel:
     """The saved model of the current publication, or a clear refusal."""
     if record is None:
         raise ConfigError(
@@ -109,7 +109,7 @@ def model_from_record(record: dict[str, Any] | None, target: str) -> Segmentatio
     return pickle.loads(blob)
 
 
-def score_customers(model: SegmentationModel, customers: pd.DataFrame) -> pd.DataFrame:
+def score_customers(model: ScoringModel, customers: pd.DataFrame) -> pd.DataFrame:
     """Each customer's segment key under the model (customer_id, segment_key), one row per id."""
     missing = [column for column in model.input_columns if column not in customers.columns]
     if missing:
@@ -119,13 +119,13 @@ def score_customers(model: SegmentationModel, customers: pd.DataFrame) -> pd.Dat
         )
     customers, _ = drop_duplicate_customers(customers)
     matrix = model.scaling.transform(model.preparation.model_input(customers))
-    labels = model.segments.assign(matrix)
+    labels = model.assigner.assign(matrix)
     keys = np.array([model.segment_keys.get(int(label), NOISE_SEGMENT_KEY) for label in labels], dtype=object)
     return pd.DataFrame({CUSTOMER_ID: customers[CUSTOMER_ID].to_numpy(), "segment_key": keys})
 
 
 @task(name="load-model", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
-def load_model_task(store: PublicationStore) -> SegmentationModel:
+def load_model_task(store: PublicationStore) -> ScoringModel:
     model = model_from_record(store.read_model(), store.describe())
     get_run_logger().info(
         "load-model: %s model of run %s (as of %s), %d input columns",
@@ -138,7 +138,7 @@ def load_model_task(store: PublicationStore) -> SegmentationModel:
 
 
 @task(name="score", cache_policy=NO_CACHE)
-def score_task(model: SegmentationModel, customers: pd.DataFrame) -> pd.DataFrame:
+def score_task(model: ScoringModel, customers: pd.DataFrame) -> pd.DataFrame:
     scored = score_customers(model, customers)
     get_run_logger().info(
         "score: %d customers assigned with the model of run %s; by segment %s",

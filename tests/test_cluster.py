@@ -458,7 +458,7 @@ def test_medoids_are_exemplars_and_hierarchies_keep_a_dendrogram():
     config = ClusteringConfig(algorithm="kmedoids", k=(6, 6), fit_sample_size=1_000)
     medoids = fit_segmentation(features, config)
     np.testing.assert_array_equal(
-        features[medoids.exemplars], medoids.model.rule.centres[np.argsort(medoids.model.segment_of)]
+        features[medoids.exemplars], medoids.assigner.rule.centres[np.argsort(medoids.assigner.segment_of)]
     )
     assert medoids.dendrogram is None
     for algorithm in ("agglomerative", "diana"):

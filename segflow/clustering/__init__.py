@@ -7,13 +7,20 @@ new rows, and medoids or a dendrogram where it has them. The rest is done the sa
     registry.py       Algorithm, ALGORITHMS (one entry per algorithm), SIMPLICITY
     partitioning.py   k-means, k-medoids, CLARA          hierarchical.py  BIRCH, agglomerative, DIANA
     density.py        DBSCAN, HDBSCAN, OPTICS            diana.py         the DIANA algorithm itself
-    assignment.py     Fit, the assignment rules, FitMemory, SegmentModel
+    assignment.py     Fit, the assignment rules, FitMemory, SegmentAssigner
     search.py         samples, scores, the k search and the choice among algorithms
     segmentation.py   fit_segmentation, assign_segments and the Segmentation they share
 """
 
-from segflow.clustering.assignment import SegmentModel
+from segflow.clustering.assignment import SegmentAssigner
 from segflow.clustering.registry import ALGORITHMS, Algorithm
 from segflow.clustering.segmentation import Segmentation, assign_segments, fit_segmentation
 
-__all__ = ["ALGORITHMS", "Algorithm", "SegmentModel", "Segmentation", "assign_segments", "fit_segmentation"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "SegmentAssigner",
+    "Segmentation",
+    "assign_segments",
+    "fit_segmentation",
+]

@@ -1,7 +1,7 @@
 """What a fit hands on: its labels and a rule that labels new rows the same way.
 
 Every rule is a small dataclass of arrays: it labels rows with the fit's own labels (0..m-1,
-NOISE_LABEL for noise). `SegmentModel` adds the rows the fit remembers and the fit's
+NOISE_LABEL for noise). `SegmentAssigner` adds the rows the fit remembers and the fit's
 label -> segment map, and is what scoring saves.
 """
 
@@ -187,8 +187,8 @@ def row_keys(matrix: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class SegmentModel:
-    """What `assign_segments` needs: the fit's rule, its remembered rows, and its label -> segment map."""
+class SegmentAssigner:
+    """Assigns rows to segments: the fit's rule, the rows it remembers, and its label -> segment map."""
 
     rule: AssignmentRule
     segment_of: np.ndarray

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from segflow.clustering.assignment import Fit, FitMemory, SegmentModel, segment_centres
+from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, segment_centres
 from segflow.clustering.registry import ALGORITHMS, Algorithm
 from segflow.clustering.search import Candidate, Samples, SampleScorer, choose_candidate, search
 from segflow.config import ClusteringConfig
@@ -39,7 +39,7 @@ class Segmentation:
     leaderboard: list[dict]
     sampling: dict
     dendrogram: dict | None
-    model: SegmentModel
+    assigner: SegmentAssigner
 
 
 def fit_segmentation(matrix: np.ndarray, config: ClusteringConfig) -> Segmentation:
@@ -61,12 +61,12 @@ def fit_segmentation(matrix: np.ndarray, config: ClusteringConfig) -> Segmentati
 def assign_segments(segmentation: Segmentation, matrix: np.ndarray) -> np.ndarray:
     """Label rows with the existing segments without refitting; rows of the fit keep their label."""
     matrix = _checked_matrix(matrix, allow_empty=True)
-    if matrix.shape[1] != segmentation.model.n_features:
+    if matrix.shape[1] != segmentation.assigner.n_features:
         raise ValueError(
-            f"the segmentation was fitted on {segmentation.model.n_features} features, "
+            f"the segmentation was fitted on {segmentation.assigner.n_features} features, "
             f"the matrix has {matrix.shape[1]}"
         )
-    return segmentation.model.assign(matrix)
+    return segmentation.assigner.assign(matrix)
 
 
 def _checked_matrix(matrix: np.ndarray, allow_empty: bool = False) -> np.ndarray:
@@ -141,7 +141,7 @@ def _finalise(
         leaderboard=_json_ready(leaderboard),
         sampling=sampling,
         dendrogram=dendrogram,
-        model=SegmentModel(fit.rule, segment_of, matrix.shape[1], memory),
+        assigner=SegmentAssigner(fit.rule, segment_of, matrix.shape[1], memory),
     )
 
 
