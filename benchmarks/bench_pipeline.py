@@ -53,7 +53,7 @@ from segflow.clustering.partitioning import KMEANS_RESTARTS
 from segflow.config import ClusteringConfig, SegflowConfig, build_config
 from segflow.demo import demo_config, generate_demo_tables
 from segflow.errors import GateRejected
-from segflow.stores import create_table_sql
+from segflow.stores.base import create_table_sql
 from segflow.tables import TABLES
 from segflow.tasks.features import RFM_COLUMNS
 from segflow.tasks.quality import contract_for, validate_with_gx, validation_frame

@@ -14,8 +14,7 @@ import pytest
 
 from segflow.errors import PublishError
 from segflow.ledger import RunLedger
-from segflow.parquet_store import ParquetStore
-from segflow.stores import DuckDBStore, PostgresStore, TableWrite
+from segflow.stores import DuckDBStore, ParquetStore, PostgresStore, TableWrite
 from segflow.tasks.publish import build_publication, publication_writes
 from tests.test_publish import profiles_for
 
