@@ -108,6 +108,16 @@ def check_primary_key(rows: pa.Table, key: tuple[str, ...], table: str) -> None:
             )
 
 
+def quote_identifier(name: str) -> str:
+    """A name as one SQL identifier, whatever characters it holds (a double quote is doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified_name(schema: str, table: str) -> str:
+    """schema.table, each part quoted."""
+    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
+
+
 def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
     """The column type of an Arrow type in DuckDB or PostgreSQL."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
@@ -134,12 +144,13 @@ def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
 def create_table_sql(
     qualified: str, schema: pa.Schema, primary_key: tuple[str, ...], dialect: str, if_not_exists: bool
 ) -> str:
-    columns = [f'"{field.name}" {sql_type(field.type, dialect)}' for field in schema]
+    columns = [f"{quote_identifier(field.name)} {sql_type(field.type, dialect)}" for field in schema]
     if primary_key:
-        columns.append("PRIMARY KEY (" + ", ".join(f'"{c}"' for c in primary_key) + ")")
+        columns.append("PRIMARY KEY (" + ", ".join(map(quote_identifier, primary_key)) + ")")
     guard = "IF NOT EXISTS " if if_not_exists else ""
     return f"CREATE TABLE {guard}{qualified} ({', '.join(columns)})"
 
 
 def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:
-    return f'DELETE FROM {qualified} WHERE "{"run_id" if replace == "run" else "as_of"}" = {placeholder}'
+    column = quote_identifier("run_id" if replace == "run" else "as_of")
+    return f"DELETE FROM {qualified} WHERE {column} = {placeholder}"

@@ -17,6 +17,8 @@ from segflow.stores.base import (
     TableWrite,
     create_table_sql,
     delete_sql,
+    qualified_name,
+    quote_identifier,
 )
 from segflow.tables import TABLES
 from segflow.uris import redact_uri, with_secret_password
@@ -49,7 +51,7 @@ class PostgresStore(SqlReads):
         return f"PostgreSQL {redact_uri(self.uri)} (schema {self.schema})"
 
     def _name(self, table: str) -> str:
-        return f'"{self.schema}"."{table}"'
+        return qualified_name(self.schema, table)
 
     def _connect(self):
         import adbc_driver_manager
@@ -109,7 +111,7 @@ class PostgresStore(SqlReads):
             # only when missing: a publisher role that owns its schema may not create schemas
             cursor.execute("SELECT count(*) FROM pg_namespace WHERE nspname = $1", parameters=(self.schema,))
             if cursor.fetchone()[0] == 0:
-                cursor.execute(f'CREATE SCHEMA "{self.schema}"')
+                cursor.execute(f"CREATE SCHEMA {quote_identifier(self.schema)}")
             cursor.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE '\\_stage\\_%'",
                 parameters=(self.schema,),
@@ -155,9 +157,10 @@ class PostgresStore(SqlReads):
         target = self._name(write.name)
         if write.replace == "all":
             cursor.execute(f"DROP TABLE IF EXISTS {target}")
-            cursor.execute(f'ALTER TABLE {self._name(staging)} RENAME TO "{write.name}"')
+            cursor.execute(f"ALTER TABLE {self._name(staging)} RENAME TO {quote_identifier(write.name)}")
             if spec.primary_key:
-                cursor.execute(f'ALTER INDEX "{self.schema}"."{staging}_pkey" RENAME TO "{write.name}_pkey"')
+                index, renamed = self._name(f"{staging}_pkey"), quote_identifier(f"{write.name}_pkey")
+                cursor.execute(f"ALTER INDEX {index} RENAME TO {renamed}")
         else:
             cursor.execute(create_table_sql(target, write.rows.schema, spec.primary_key, "postgres", True))
             cursor.execute(
