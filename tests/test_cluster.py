@@ -299,7 +299,7 @@ def test_vectorised_hdbscan_prediction_matches_the_library(data, block_rows, mon
     )
     expected, _ = hdbscan.approximate_predict(clusterer, new_rows)
     assert len(np.unique(expected)) > 2
-    assert np.array_equal(HdbscanApproximatePredict(clusterer)(new_rows), expected)
+    assert np.array_equal(HdbscanApproximatePredict.of(clusterer)(new_rows), expected)
 
 
 # ----------------------------------------------------------------------------- recovering segments

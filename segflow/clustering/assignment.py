@@ -2,18 +2,20 @@
 
 Every rule is a small dataclass of arrays: it labels rows with the fit's own labels (0..m-1,
 NOISE_LABEL for noise). `SegmentAssigner` adds the rows the fit remembers and the fit's
-label -> segment map, and is what scoring saves.
+label -> segment map, and is what scoring saves: `saved()` gives its settings (plain JSON values)
+and its arrays, `SegmentAssigner.from_saved` rebuilds it from them, with no estimator object.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 from scipy.spatial import cKDTree
 from sklearn.metrics.pairwise import pairwise_distances_argmin
 
+from segflow.saved_model import with_prefix, without_prefix
 from segflow.tables import NOISE_LABEL
 
 DISTANCE_BLOCK_ROWS = 2_048
@@ -22,12 +24,18 @@ DISTANCE_BLOCK_ROWS = 2_048
 PREDICT_BLOCK_ROWS = 100_000
 
 
-class AssignmentRule(Protocol):
-    """Labels new rows with a fit's own labels (0..m-1, NOISE_LABEL for noise)."""
+Arrays = dict[str, np.ndarray]
 
+
+class AssignmentRule(Protocol):
+    """Labels new rows with a fit's own labels (0..m-1, NOISE_LABEL for noise); reduced to arrays."""
+
+    kind: ClassVar[str]
     describe: str
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray: ...
+
+    def saved(self) -> tuple[dict, Arrays]: ...
 
 
 @dataclass
@@ -46,6 +54,7 @@ class NearestCentre:
     """Each row goes to the nearest of the given points (centres, medoids or subclusters), or to
     that point's label when the points carry labels."""
 
+    kind: ClassVar[str] = "nearest_centre"
     centres: np.ndarray
     describe: str = "nearest centre"
     labels: np.ndarray | None = None
@@ -54,22 +63,22 @@ class NearestCentre:
         nearest = pairwise_distances_argmin(matrix, self.centres).astype(np.int64)
         return nearest if self.labels is None else self.labels[nearest]
 
+    def saved(self) -> tuple[dict, Arrays]:
+        arrays = {"centres": self.centres}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        return {"describe": self.describe}, arrays
 
-@dataclass
-class EstimatorPredict:
-    """The fitted estimator's own predict (the same rule that produced its labels)."""
-
-    estimator: Any
-    describe: str
-
-    def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(matrix).astype(np.int64)
+    @classmethod
+    def from_saved(cls, settings: dict, arrays: Arrays) -> NearestCentre:
+        return cls(arrays["centres"], settings["describe"], arrays.get("labels"))
 
 
 @dataclass
 class NearestReferenceWithin:
     """Each row takes the label of its nearest reference point if within that point's radius, else noise."""
 
+    kind: ClassVar[str] = "nearest_reference_within"
     points: np.ndarray
     labels: np.ndarray
     radius: np.ndarray
@@ -86,19 +95,72 @@ class NearestReferenceWithin:
         assigned[found[within]] = self.labels[nearest[found[within]]]
         return assigned
 
+    def saved(self) -> tuple[dict, Arrays]:
+        arrays = {"points": self.points, "labels": self.labels, "radius": self.radius}
+        return {"describe": self.describe}, arrays
+
+    @classmethod
+    def from_saved(cls, settings: dict, arrays: Arrays) -> NearestReferenceWithin:
+        return cls(arrays["points"], arrays["labels"], arrays["radius"], settings["describe"])
+
 
 @dataclass
 class HdbscanApproximatePredict:
     """`hdbscan.approximate_predict`, vectorised over rows (the library loops in Python per row,
     ~55 s per million rows); same neighbours, mutual reachability and walk up the condensed tree.
-    Rows are taken in blocks of PREDICT_BLOCK_ROWS to bound memory.
+    Holds only the arrays of the clusterer's prediction data it reads (`of` takes them), so a saved
+    rule needs no hdbscan object. Rows are taken in blocks of PREDICT_BLOCK_ROWS to bound memory.
     """
 
-    clusterer: Any  # a fitted hdbscan.HDBSCAN with prediction data
+    kind: ClassVar[str] = "hdbscan_approximate_predict"
+    raw_data: np.ndarray  # the training rows
+    core_distances: np.ndarray
+    tree_parent: np.ndarray  # the condensed tree's rows: parent, child, lambda
+    tree_child: np.ndarray
+    tree_lambda: np.ndarray
+    cluster_tree_parent: np.ndarray  # its rows between clusters (child_size > 1)
+    cluster_tree_child: np.ndarray
+    cluster_tree_lambda: np.ndarray
+    cluster_ids: np.ndarray  # the cluster map: condensed-tree cluster -> label
+    cluster_labels: np.ndarray
+    min_samples: int
     describe: str = "hdbscan approximate_predict"
 
+    ARRAYS: ClassVar[tuple[str, ...]] = (
+        "raw_data",
+        "core_distances",
+        "tree_parent",
+        "tree_child",
+        "tree_lambda",
+        "cluster_tree_parent",
+        "cluster_tree_child",
+        "cluster_tree_lambda",
+        "cluster_ids",
+        "cluster_labels",
+    )
+
+    @classmethod
+    def of(cls, clusterer) -> HdbscanApproximatePredict:
+        """The rule of a fitted `hdbscan.HDBSCAN` with prediction data."""
+        prediction = clusterer.prediction_data_
+        tree, cluster_tree = clusterer.condensed_tree_._raw_tree, prediction.cluster_tree
+        cluster_map = sorted(prediction.cluster_map.items())
+        return cls(
+            raw_data=np.asarray(prediction.raw_data, dtype=np.float64),
+            core_distances=np.asarray(prediction.core_distances, dtype=np.float64),
+            tree_parent=tree["parent"].astype(np.int64),
+            tree_child=tree["child"].astype(np.int64),
+            tree_lambda=tree["lambda_val"].astype(np.float64),
+            cluster_tree_parent=cluster_tree["parent"].astype(np.int64),
+            cluster_tree_child=cluster_tree["child"].astype(np.int64),
+            cluster_tree_lambda=cluster_tree["lambda_val"].astype(np.float64),
+            cluster_ids=np.array([cluster for cluster, _ in cluster_map], dtype=np.int64),
+            cluster_labels=np.array([label for _, label in cluster_map], dtype=np.int64),
+            min_samples=int(clusterer.min_samples or clusterer.min_cluster_size),
+        )
+
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
-        if len(self.clusterer.prediction_data_.cluster_tree) == 0 or len(matrix) == 0:
+        if len(self.cluster_tree_parent) == 0 or len(matrix) == 0:
             return np.full(len(matrix), NOISE_LABEL, dtype=np.int64)
         return np.concatenate(
             [
@@ -111,15 +173,11 @@ class HdbscanApproximatePredict:
 
     def _nearest_by_mutual_reachability(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row: the training point at the smallest mutual reachability, and 1 / that distance."""
-        prediction = self.clusterer.prediction_data_
-        min_samples = self.clusterer.min_samples or self.clusterer.min_cluster_size
-        n_neighbours = min(2 * min_samples, len(prediction.raw_data))
-        distance, neighbour = cKDTree(prediction.raw_data).query(matrix, k=n_neighbours, workers=-1)
+        n_neighbours = min(2 * self.min_samples, len(self.raw_data))
+        distance, neighbour = cKDTree(self.raw_data).query(matrix, k=n_neighbours, workers=-1)
         distance, neighbour = distance.reshape(len(matrix), -1), neighbour.reshape(len(matrix), -1)
-        own_core = distance[:, min(min_samples, n_neighbours - 1)]
-        reachability = np.maximum(
-            np.maximum(prediction.core_distances[neighbour], own_core[:, None]), distance
-        )
+        own_core = distance[:, min(self.min_samples, n_neighbours - 1)]
+        reachability = np.maximum(np.maximum(self.core_distances[neighbour], own_core[:, None]), distance)
         closest = reachability.argmin(axis=1)
         rows = np.arange(len(matrix))
         nearest_reach = reachability[rows, closest]
@@ -129,21 +187,18 @@ class HdbscanApproximatePredict:
 
     def _selected_cluster(self, nearest: np.ndarray, lambda_: np.ndarray) -> np.ndarray:
         """Start at the nearest point's cluster, climb while the parent still holds at lambda_."""
-        prediction = self.clusterer.prediction_data_
-        n_training = len(prediction.raw_data)
-        raw_tree = self.clusterer.condensed_tree_._raw_tree
-        point_rows = raw_tree[raw_tree["child"] < n_training]
+        n_training = len(self.raw_data)
+        is_point = self.tree_child < n_training
         point_cluster = np.empty(n_training, dtype=np.int64)
         point_lambda = np.empty(n_training, dtype=np.float64)
-        point_cluster[point_rows["child"]] = point_rows["parent"]
-        point_lambda[point_rows["child"]] = point_rows["lambda_val"]
-        cluster_tree = prediction.cluster_tree
-        n_ids = int(max(raw_tree["parent"].max(), raw_tree["child"].max())) + 1
+        point_cluster[self.tree_child[is_point]] = self.tree_parent[is_point]
+        point_lambda[self.tree_child[is_point]] = self.tree_lambda[is_point]
+        n_ids = int(max(self.tree_parent.max(), self.tree_child.max())) + 1
         parent_of = np.full(n_ids, -1, dtype=np.int64)
         parent_lambda = np.full(n_ids, -np.inf)
-        parent_of[cluster_tree["child"]] = cluster_tree["parent"]
-        parent_lambda[cluster_tree["child"]] = cluster_tree["lambda_val"]
-        root = int(cluster_tree["parent"].min())
+        parent_of[self.cluster_tree_child] = self.cluster_tree_parent
+        parent_lambda[self.cluster_tree_child] = self.cluster_tree_lambda
+        root = int(self.cluster_tree_parent.min())
 
         cluster = point_cluster[nearest]
         climbing = np.flatnonzero(point_lambda[nearest] > lambda_)
@@ -154,9 +209,20 @@ class HdbscanApproximatePredict:
             climbing = climbing[can_climb]
             cluster[climbing] = parent_of[cluster[climbing]]
         label_of = np.full(n_ids, NOISE_LABEL, dtype=np.int64)
-        for cluster_id, label in prediction.cluster_map.items():
-            label_of[cluster_id] = label
+        label_of[self.cluster_ids] = self.cluster_labels
         return label_of[cluster]
+
+    def saved(self) -> tuple[dict, Arrays]:
+        settings = {"describe": self.describe, "min_samples": self.min_samples}
+        return settings, {name: getattr(self, name) for name in self.ARRAYS}
+
+    @classmethod
+    def from_saved(cls, settings: dict, arrays: Arrays) -> HdbscanApproximatePredict:
+        return cls(
+            **{name: arrays[name] for name in cls.ARRAYS},
+            min_samples=int(settings["min_samples"]),
+            describe=settings["describe"],
+        )
 
 
 @dataclass
@@ -178,6 +244,15 @@ class FitMemory:
         position = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         known = np.flatnonzero(self.keys[position] == keys)
         return known, self.labels[position[known]]
+
+    def saved(self) -> Arrays:
+        """The remembered rows (as floats, in key order) and their labels."""
+        rows = self.keys.view(np.float64).reshape(len(self.keys), self.keys.itemsize // 8)
+        return {"rows": rows, "labels": self.labels}
+
+    @classmethod
+    def from_saved(cls, arrays: Arrays) -> FitMemory:
+        return cls(row_keys(arrays["rows"]), arrays["labels"])
 
 
 def row_keys(matrix: np.ndarray) -> np.ndarray:
@@ -203,6 +278,29 @@ class SegmentAssigner:
             known, remembered = self.memory.recall(matrix)
             own[known] = remembered
         return np.where(own >= 0, self.segment_of[np.maximum(own, 0)], NOISE_LABEL).astype(np.int64)
+
+    def saved(self) -> tuple[dict, Arrays]:
+        """Settings (the rule's kind and its own settings) and arrays (prefixed rule., memory.)."""
+        rule_settings, rule_arrays = self.rule.saved()
+        arrays = {"segment_of": self.segment_of, **with_prefix("rule.", rule_arrays)}
+        if self.memory is not None:
+            arrays.update(with_prefix("memory.", self.memory.saved()))
+        settings = {
+            "rule": self.rule.kind,
+            "rule_settings": rule_settings,
+            "n_features": self.n_features,
+            "memory": self.memory is not None,
+        }
+        return settings, arrays
+
+    @classmethod
+    def from_saved(cls, settings: dict, arrays: Arrays) -> SegmentAssigner:
+        rule = RULES[settings["rule"]].from_saved(settings["rule_settings"], without_prefix("rule.", arrays))
+        memory = FitMemory.from_saved(without_prefix("memory.", arrays)) if settings["memory"] else None
+        return cls(rule, arrays["segment_of"], int(settings["n_features"]), memory)
+
+
+RULES = {rule.kind: rule for rule in (NearestCentre, NearestReferenceWithin, HdbscanApproximatePredict)}
 
 
 def segment_centres(matrix: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:

@@ -88,7 +88,7 @@ def fit_hdbscan(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[N
         min_cluster_size=min_cluster_size, min_samples=min_samples, prediction_data=True
     ).fit(rows)
     params = {"min_cluster_size": min_cluster_size, "min_samples": min_samples}
-    return {None: Fit(clusterer.labels_.astype(np.int64), HdbscanApproximatePredict(clusterer), params)}
+    return {None: Fit(clusterer.labels_.astype(np.int64), HdbscanApproximatePredict.of(clusterer), params)}
 
 
 def fit_optics(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[None, Fit]:

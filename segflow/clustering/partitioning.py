@@ -15,7 +15,7 @@ import numpy as np
 from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from segflow.clustering.assignment import DISTANCE_BLOCK_ROWS, EstimatorPredict, Fit, NearestCentre
+from segflow.clustering.assignment import DISTANCE_BLOCK_ROWS, Fit, NearestCentre
 
 # k-means++ restarts on the fit sample; the full-data refit starts from the best of them
 KMEANS_RESTARTS = 4
@@ -26,7 +26,7 @@ def fit_kmeans(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> di
 
 
 def refit_kmeans(matrix: np.ndarray, sample_fit: Fit, settings: dict, seed: int) -> Fit:
-    centres = sample_fit.rule.estimator.cluster_centers_
+    centres = sample_fit.rule.centres
     return _kmeans(matrix, len(centres), 1, centres, settings, seed)
 
 
@@ -36,7 +36,8 @@ def _kmeans(rows, k, n_init, init, settings, seed) -> Fit:
     estimator = kind(n_clusters=k, init=init, n_init=n_init, random_state=seed).fit(rows)
     return Fit(
         estimator.labels_.astype(np.int64),
-        EstimatorPredict(estimator, "k-means predict (nearest centre)"),
+        # k-means' predict is the nearest centre (equal labels on 2.4M rows checked against predict)
+        NearestCentre(estimator.cluster_centers_, "k-means predict (nearest centre)"),
         {"k": k, "estimator": kind.__name__},
     )
 
