@@ -39,7 +39,7 @@ def score_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, Any
     """The scoring run proper, once no other run writes to its targets."""
     stores = open_stores(config.publish)
     with failures_recorded(stores, ledger):
-        model = load_model_task(stores[0])
+        model = load_model_task(stores[0], config.publish)
         sources = checked_sources(config, ledger, stores)
         features = features_task(
             sources, config.sources, ledger.as_of, model.rfm, model.never_bought_days_on(ledger.as_of)

@@ -172,7 +172,9 @@ def segment_and_publish(config: SegflowConfig, ledger: RunLedger) -> dict[str, A
         model = fitted_model(
             ledger.run_id, ledger.as_of, features, prepared, scaling, segmentation, publication.keys
         )
-        counts = publish_task(stores, publication.including(model_write(model)), ledger, run_facts)
+        counts = publish_task(
+            stores, publication.including(model_write(model, config.publish)), ledger, run_facts
+        )
     get_run_logger().info("run %s as of %s published: %s", ledger.run_id, ledger.as_of, counts)
     return {
         "status": "published",
