@@ -1,7 +1,9 @@
 """Clustering stage: a cached Prefect task over `segflow.clustering`.
 
 The task logs the choice, publishes the `auto` leaderboard as a table artifact, and caches its
-result per matrix, config and clustering code, so a retried flow does not fit again.
+result per matrix, config and clustering code, so a retried flow does not fit again. The cached
+result is a pickle Prefect writes into its local storage folder, which the task makes private
+(0700) before the result is persisted.
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ def clustering_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     return f"{CACHE_PREFIX}{digest.hexdigest()}"
 
 
+def private_folder(folder: Path) -> Path:
+    """The folder, created if missing, that only its owner may list, read or write: Prefect persists
+    the cached segmentation there as a pickle, with fit rows in it, and loads it on a cache hit."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
 def prune_cached_segmentations(folder: Path, now: float) -> int:
     """Delete cached segmentations past their expiry (Prefect never removes result files; one is
     16 MB at 1M customers). Returns how many were deleted."""
@@ -94,7 +104,8 @@ def prune_cached_segmentations(folder: Path, now: float) -> int:
 def cluster_task(matrix: np.ndarray, config: ClusteringConfig) -> Segmentation:
     """Fit the segmentation; log the choice and publish the auto leaderboard as a table artifact."""
     logger = get_run_logger()
-    prune_cached_segmentations(Path(get_current_settings().results.local_storage_path), time.time())
+    results = private_folder(Path(get_current_settings().results.local_storage_path))
+    prune_cached_segmentations(results, time.time())
     segmentation = fit_segmentation(matrix, config)
     logger.info(
         "clustering chose %s with %d segments, params %s; scores %s; sampling %s",

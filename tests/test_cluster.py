@@ -469,13 +469,15 @@ def test_medoids_are_exemplars_and_hierarchies_keep_a_dendrogram():
     assert len(merges) + 1 == 6  # DIANA: the leaves are the clusters at the largest k searched
 
 
-def test_cluster_task_logs_and_publishes_the_leaderboard(monkeypatch):
+def test_cluster_task_logs_and_publishes_the_leaderboard(monkeypatch, tmp_path):
     from prefect.logging import disable_run_logger
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     published = {}
     monkeypatch.setattr(cluster, "create_table_artifact", lambda **kwargs: published.update(kwargs))
     features, _ = customers()
-    with disable_run_logger():
+    # the task prunes and locks down the results folder: this one, not the user's own
+    with disable_run_logger(), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path}):
         segmentation = cluster.cluster_task.fn(features, ClusteringConfig(k=(5, 7)))
     assert published["key"] == "clustering-leaderboard"
     assert [row["algorithm"] for row in published["table"]] == list(ClusteringConfig().auto_candidates)
