@@ -13,8 +13,8 @@ import numpy as np
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
+from segflow.clustering import ALGORITHMS, fit_segmentation
 from segflow.config import ClusteringConfig
-from segflow.tasks.cluster import ALGORITHMS, fit_segmentation
 
 
 def synthetic_customers(n_rows: int, n_features: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:

@@ -49,14 +49,14 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
+from segflow.clustering.partitioning import KMEANS_RESTARTS
 from segflow.config import ClusteringConfig, SegflowConfig, build_config
 from segflow.contracts.gx import validate_with_gx, validation_frame
 from segflow.contracts.odcs import contract_for
 from segflow.demo import demo_config, generate_demo_tables
 from segflow.errors import GateRejected
-from segflow.stores import create_table_sql
+from segflow.stores.base import create_table_sql
 from segflow.tables import TABLES
-from segflow.tasks.cluster import KMEANS_RESTARTS
 from segflow.tasks.features import RFM_COLUMNS
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -22,8 +22,7 @@ import psycopg
 import pyarrow as pa
 
 from segflow.ledger import RunFacts, RunLedger
-from segflow.parquet_store import ParquetStore
-from segflow.stores import DuckDBStore, PostgresStore
+from segflow.stores import DuckDBStore, ParquetStore, PostgresStore
 from segflow.tasks.publish import build_publication, publication_writes
 
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)

@@ -30,7 +30,7 @@ from segflow.synthetic import (
     telecom_config,
 )
 from segflow.tasks.cluster import fit_segmentation
-from segflow.tasks.features import build_customer_features
+from segflow.tasks.features import build_customer_features, fit_features
 from segflow.tasks.ingest import load_source
 from segflow.tasks.preprocess import prepare_features
 from segflow.tasks.profile import profile_segments
@@ -46,7 +46,9 @@ def segment(raw: dict[str, Any], overrides: list[str], as_of: date) -> dict[str,
     config = build_config(raw, overrides)
     started = time.perf_counter()
     sources = {name: load_source(name, source) for name, source in config.sources.configured()}
-    features = build_customer_features(sources, config.sources, as_of, config.features.rfm)
+    features = fit_features(
+        build_customer_features(sources, config.sources, as_of, config.features.rfm), config.sources
+    )
     prepared = prepare_features(features.table, config.features, config.preprocess, features.rfm_columns)
     _, matrix = fit_scaling(prepared.model_input, config.preprocess.scaler, prepared.categorical_columns)
     segmentation = fit_segmentation(matrix, config.clustering)

@@ -329,7 +329,7 @@ def assign_file(
     """Segment the customers of one features file with the fitted model; write id, label and source row."""
     table = with_never_bought_days(pq.read_table(path).to_pandas(), never_bought_days)
     matrix = scaling.transform(preparation.model_input(table)) if len(table) else np.empty((0, 0))
-    labels = segmentation.model.assign(matrix)
+    labels = segmentation.assigner.assign(matrix)
     assigned = pd.DataFrame({CUSTOMER_ID: table[CUSTOMER_ID], "label": labels, ROW: table[ROW]})
     pq.write_table(pa.Table.from_pandas(assigned, preserve_index=False), out_folder / path.name)
 

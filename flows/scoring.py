@@ -34,7 +34,7 @@ def scoring_flow(
     config = run_config(config, overrides)
     with started_run(config, as_of) as run:
         ledger = run.ledger
-        model = load_model_task(run.stores[0])
+        model = load_model_task(run.stores[0], config.publish)
         run.facts = RunFacts(algorithm=model.algorithm, details={"model_run_id": model.run_id})
         contracts = compile_contracts_task(config.sources)
         checked = LocalExecution(config, ledger).checked_sources(contracts)

@@ -100,5 +100,7 @@ def segmentation_flow(
         model = fitted_model(
             ledger.run_id, ledger.as_of, features, prepared, scaling, segmentation, publication.keys
         )
-        counts = publish_task(run.stores, publication.including(model_write(model)), ledger, run.facts)
+        counts = publish_task(
+            run.stores, publication.including(model_write(model, config.publish)), ledger, run.facts
+        )
     return run.summary("published", counts)

@@ -209,6 +209,9 @@ class PublishConfig(StrictModel):
     schema_name: str = Field("segments", alias="schema")
     reports: Path | None = Path("segflow_output/reports")  # one HTML report per run
     password_secret: str | None = None  # name of a Prefect Secret block holding the warehouse password
+    # name of a Prefect Secret block holding the key that signs saved models (default: $SEGFLOW_MODEL_KEY,
+    # else ~/.segflow/model.key, generated once); readers of the tables must not be able to read it
+    model_key_secret: str | None = None
     # a run waits this long for another run writing to the same targets, then gives up (exit 1)
     lock_timeout_seconds: float = Field(3600.0, ge=0.0)
 

@@ -108,4 +108,3 @@ def send(notify: NotifyConfig, payload: dict[str, Any]) -> None:
         except Exception as error:  # a missing or misconfigured block must not hide the run's outcome
             # the kind of failure only: a notification block's error can quote its URL and token
             logger.error("notify: block %s failed (%s)", notify.block, type(error).__name__)
-

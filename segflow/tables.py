@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 CUSTOMER_ID = "customer_id"
-NOISE_LABEL = -1  # the density methods' noise, as a clustering labels it
+NOISE_LABEL = -1  # the clustering's label for noise (density methods only)
 NOISE_SEGMENT_KEY = "seg-0000"
 NOISE_NAME = "Atypical customers"  # the density methods' noise, published under NOISE_SEGMENT_KEY
 

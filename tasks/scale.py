@@ -18,6 +18,12 @@ from prefect.logging import get_run_logger
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 SCALERS = {"minmax": MinMaxScaler, "standard": StandardScaler, "robust": RobustScaler}
+# what each scaler's `transform` reads, so a saved scaling is arrays, not an estimator object
+SCALER_STATE = {
+    "minmax": ("min_", "scale_"),
+    "standard": ("mean_", "scale_"),
+    "robust": ("center_", "scale_"),
+}
 # below this, a sum of squares of any number of rows a machine can hold stays finite (1e100^2 x 1e100)
 SAFE_MAGNITUDE = 1e100
 
@@ -44,6 +50,25 @@ class FittedScaling:
         """Scaled values with the category weights applied (in place)."""
         weights = np.array([self.column_weights.get(c, 1.0) for c in self.columns])
         return np.multiply(scaled, weights, out=np.ascontiguousarray(scaled, dtype=np.float64))
+
+    def saved(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Settings (scaler kind, columns, category weights) and arrays (the scaler's state, magnitudes)."""
+        kind = next(name for name, scaler in SCALERS.items() if type(self.scaler) is scaler)
+        arrays = {name: getattr(self.scaler, name) for name in SCALER_STATE[kind]}
+        if self.magnitudes is not None:
+            arrays["magnitudes"] = self.magnitudes
+        return {"scaler": kind, "columns": self.columns, "column_weights": self.column_weights}, arrays
+
+    @classmethod
+    def from_saved(cls, settings: dict, arrays: dict[str, np.ndarray]) -> FittedScaling:
+        """The scaling `saved` describes, its scaler rebuilt with the fitted state its transform reads."""
+        scaler = SCALERS[settings["scaler"]]()
+        for name in SCALER_STATE[settings["scaler"]]:
+            setattr(scaler, name, arrays[name])
+        scaler.n_features_in_ = len(settings["columns"])
+        return cls(
+            scaler, list(settings["columns"]), dict(settings["column_weights"]), arrays.get("magnitudes")
+        )
 
 
 def category_weights(matrix: np.ndarray, columns: list[str], categorical: list[str]) -> dict[str, float]:

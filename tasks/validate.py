@@ -15,9 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from sklearn.metrics import adjusted_rand_score
 
+from segflow.clustering import fit_segmentation
 from segflow.config import ClusteringConfig, GateConfig, GateRule
 from segflow.tables import NOISE_LABEL
-from segflow.tasks.cluster import fit_segmentation
 
 
 @dataclass(frozen=True)

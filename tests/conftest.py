@@ -36,6 +36,14 @@ def pg_schema(pg_uri: str):
         connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_signing_key():
+    """Runs sign their saved models with a test key, not a key file generated in the user's home."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGFLOW_MODEL_KEY", "segflow-tests-model-key-" + "0" * 32)
+        yield
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
     """One temporary Prefect server for the whole test session (it costs 10-15 s to start)."""

@@ -8,11 +8,11 @@ from typing import get_args
 import duckdb
 import pytest
 
+from segflow.clustering import ALGORITHMS as REGISTRY
 from segflow.config import ClusteringConfig, build_config
 from segflow.demo import demo_config
 from segflow.errors import GateRejected
 from segflow.flows.segmentation import segmentation_flow
-from segflow.tasks.cluster import ALGORITHMS as REGISTRY
 
 ALGORITHMS = [
     name for name in get_args(ClusteringConfig.model_fields["algorithm"].annotation) if name != "auto"

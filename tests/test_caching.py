@@ -7,7 +7,7 @@ import pytest
 from prefect import flow
 
 from segflow.config import ClusteringConfig
-from segflow.tasks.cluster import cluster_task
+from segflow.tasks.cluster import CACHE_PREFIX, cluster_task
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -33,7 +33,7 @@ def test_expired_cached_segmentations_are_pruned_and_others_kept(tmp_path):
     import os
     import time
 
-    from segflow.tasks.cluster import CACHE_PREFIX, prune_cached_segmentations
+    from segflow.tasks.cluster import prune_cached_segmentations
 
     old, fresh, other = tmp_path / f"{CACHE_PREFIX}old", tmp_path / f"{CACHE_PREFIX}new", tmp_path / "abc"
     for path in (old, fresh, other):
@@ -43,3 +43,23 @@ def test_expired_cached_segmentations_are_pruned_and_others_kept(tmp_path):
     os.utime(other, (two_days_ago, two_days_ago))
     assert prune_cached_segmentations(tmp_path, time.time()) == 1
     assert not old.exists() and fresh.exists() and other.exists()
+
+
+def test_the_cached_segmentation_lives_in_a_folder_only_the_user_can_open(tmp_path):
+    """Prefect persists the result as a pickle: nobody else may read it (fit rows) or plant one."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    results = tmp_path / "results"
+    results.mkdir(mode=0o755)
+    results.chmod(0o755)
+    matrix = np.random.default_rng().normal(size=(200, 2))
+
+    @flow
+    def cluster_once():
+        return cluster_task(matrix, ClusteringConfig(algorithm="kmeans", k=(2, 3)), return_state=True)
+
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}):
+        state = cluster_once()
+    assert state.name == "Completed"
+    assert results.stat().st_mode & 0o777 == 0o700
+    assert list(results.glob(f"{CACHE_PREFIX}*"))  # the result was persisted in that folder

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
+import subprocess
+import sys
 from functools import cache
 from typing import get_args
 
@@ -19,22 +22,20 @@ from sklearn.datasets import load_iris, load_wine, make_blobs, make_circles, mak
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-from segflow.config import ClusteringConfig
-from segflow.tasks import cluster
-from segflow.tasks.cluster import (
-    ALGORITHMS,
+from segflow.clustering import ALGORITHMS, assign_segments, assignment, fit_segmentation
+from segflow.clustering.assignment import Fit, HdbscanApproximatePredict, NearestCentre
+from segflow.clustering.density import without_small_clusters
+from segflow.clustering.diana import diana
+from segflow.clustering.hierarchical import cut_linkage, weighted_ward
+from segflow.clustering.search import (
     Candidate,
-    Fit,
-    HdbscanApproximatePredict,
-    NearestCentre,
-    assign_segments,
     choose_candidate,
     choose_k,
-    cut_linkage,
-    fit_segmentation,
     silhouette_from_distances,
+    sizes_within_bounds,
 )
-from segflow.tasks.diana import diana
+from segflow.config import ClusteringConfig
+from segflow.tasks import cluster
 
 K_ALGORITHMS = ["kmeans", "kmedoids", "clarans", "birch", "agglomerative", "diana"]
 DENSITY_ALGORITHMS = ["dbscan", "hdbscan", "optics"]
@@ -184,12 +185,12 @@ def test_diana_divisions_are_nested_with_falling_diameters(n_objects, seed):
 def test_weighted_ward_is_scipys_ward_with_unit_weights_and_replicated_rows_with_weights():
     rng = np.random.default_rng(1)
     points = rng.normal(size=(120, 4))
-    merges = cluster.weighted_ward(points, np.ones(len(points)))
+    merges = weighted_ward(points, np.ones(len(points)))
     assert is_valid_linkage(merges) and is_monotonic(merges)
     np.testing.assert_allclose(merges[:, 2], linkage(points, "ward")[:, 2], atol=1e-9)
     weights = rng.integers(1, 6, len(points))
     replicated = linkage(np.repeat(points, weights, axis=0), "ward")
-    weighted = cluster.weighted_ward(points, weights)
+    weighted = weighted_ward(points, weights)
     for k in (2, 3, 5, 8):
         expected = cut_linkage(replicated, k)[np.cumsum(weights) - 1]
         assert adjusted_rand_score(expected, cut_linkage(weighted, k)) == 1.0
@@ -207,7 +208,7 @@ def test_cut_linkage_gives_the_same_partitions_as_scipy():
 def test_silhouette_matches_sklearn_with_noise_excluded():
     features, _ = customers()
     rows = features[:1500]
-    labels = cluster.NearestCentre(rows[[0, 400, 900]])(rows)
+    labels = NearestCentre(rows[[0, 400, 900]])(rows)
     labels[::17] = -1
     distances = squareform(pdist(rows)).astype(np.float32)
     kept = labels >= 0
@@ -232,11 +233,11 @@ def test_k_with_segment_sizes_out_of_bounds_competes_only_when_no_k_is_within():
 
 def test_sizes_within_bounds_measures_shares_of_all_scored_rows():
     config = ClusteringConfig(min_segment_share=0.05, max_segment_share=0.8)
-    assert cluster.sizes_within_bounds([80, 15, 5], 100, config)
-    assert not cluster.sizes_within_bounds([81, 15, 4], 100, config)
-    assert not cluster.sizes_within_bounds([70, 26, 4], 100, config)
-    assert not cluster.sizes_within_bounds([40, 4], 100, config)  # 56 noise rows count in the whole
-    assert not cluster.sizes_within_bounds([], 100, config)
+    assert sizes_within_bounds([80, 15, 5], 100, config)
+    assert not sizes_within_bounds([81, 15, 4], 100, config)
+    assert not sizes_within_bounds([70, 26, 4], 100, config)
+    assert not sizes_within_bounds([40, 4], 100, config)  # 56 noise rows count in the whole
+    assert not sizes_within_bounds([], 100, config)
 
 
 def far_group_and_four_near() -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +286,7 @@ def test_auto_prefers_the_simplest_close_candidate_and_rejects_noisy_ones():
 @pytest.mark.parametrize("block_rows", [100_000, 97])
 @pytest.mark.parametrize("data", ["moons", "customers"])
 def test_vectorised_hdbscan_prediction_matches_the_library(data, block_rows, monkeypatch):
-    monkeypatch.setattr(cluster, "PREDICT_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(assignment, "PREDICT_BLOCK_ROWS", block_rows)
     features, _ = shapes_with_noise("moons") if data == "moons" else customers()
     clusterer = hdbscan.HDBSCAN(min_cluster_size=15, min_samples=4, prediction_data=True)
     clusterer.fit(features[::2])
@@ -298,7 +299,7 @@ def test_vectorised_hdbscan_prediction_matches_the_library(data, block_rows, mon
     )
     expected, _ = hdbscan.approximate_predict(clusterer, new_rows)
     assert len(np.unique(expected)) > 2
-    assert np.array_equal(HdbscanApproximatePredict(clusterer)(new_rows), expected)
+    assert np.array_equal(HdbscanApproximatePredict.of(clusterer)(new_rows), expected)
 
 
 # ----------------------------------------------------------------------------- recovering segments
@@ -398,8 +399,8 @@ def test_a_density_fit_that_finds_only_noise_is_reported_not_hidden(algorithm):
 
 def test_small_clusters_become_noise_and_the_rest_are_renumbered():
     labels = np.array([0, 0, 0, 1, 2, 2, 2, 2, -1, 1])
-    assert cluster.without_small_clusters(labels, 3).tolist() == [0, 0, 0, -1, 1, 1, 1, 1, -1, -1]
-    assert cluster.without_small_clusters(np.full(4, -1), 3).tolist() == [-1] * 4
+    assert without_small_clusters(labels, 3).tolist() == [0, 0, 0, -1, 1, 1, 1, 1, -1, -1]
+    assert without_small_clusters(np.full(4, -1), 3).tolist() == [-1] * 4
 
 
 @pytest.mark.parametrize("algorithm", DENSITY_ALGORITHMS)
@@ -457,7 +458,7 @@ def test_medoids_are_exemplars_and_hierarchies_keep_a_dendrogram():
     config = ClusteringConfig(algorithm="kmedoids", k=(6, 6), fit_sample_size=1_000)
     medoids = fit_segmentation(features, config)
     np.testing.assert_array_equal(
-        features[medoids.exemplars], medoids.model.rule.centres[np.argsort(medoids.model.segment_of)]
+        features[medoids.exemplars], medoids.assigner.rule.centres[np.argsort(medoids.assigner.segment_of)]
     )
     assert medoids.dendrogram is None
     for algorithm in ("agglomerative", "diana"):
@@ -468,13 +469,15 @@ def test_medoids_are_exemplars_and_hierarchies_keep_a_dendrogram():
     assert len(merges) + 1 == 6  # DIANA: the leaves are the clusters at the largest k searched
 
 
-def test_cluster_task_logs_and_publishes_the_leaderboard(monkeypatch):
+def test_cluster_task_logs_and_publishes_the_leaderboard(monkeypatch, tmp_path):
     from prefect.logging import disable_run_logger
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     published = {}
     monkeypatch.setattr(cluster, "create_table_artifact", lambda **kwargs: published.update(kwargs))
     features, _ = customers()
-    with disable_run_logger():
+    # the task prunes and locks down the results folder: this one, not the user's own
+    with disable_run_logger(), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path}):
         segmentation = cluster.cluster_task.fn(features, ClusteringConfig(k=(5, 7)))
     assert published["key"] == "clustering-leaderboard"
     assert [row["algorithm"] for row in published["table"]] == list(ClusteringConfig().auto_candidates)
@@ -489,6 +492,52 @@ def test_the_cache_key_changes_with_the_clustering_code(monkeypatch):
     assert b"def fit_segmentation" in code and b"def splinter_group" in code
     monkeypatch.setattr(cluster, "clustering_code", lambda: code + b"# a changed line")
     assert cluster.clustering_cache_key(None, parameters) != before
+
+
+def test_the_cache_key_hashes_every_module_of_the_clustering_package(tmp_path, monkeypatch, request):
+    """A change to any module of the package, or a new module, gives a new key: the key lists the
+    folder, so a module split off later cannot be left out of it."""
+    parameters = {"matrix": np.zeros((3, 2)), "config": ClusteringConfig()}
+    real = cluster.clustering_cache_key(None, parameters)
+    copy = tmp_path / "clustering"
+    shutil.copytree(cluster.CLUSTERING_PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cluster, "CLUSTERING_PACKAGE", copy)
+    request.addfinalizer(cluster.clustering_code.cache_clear)
+
+    def key() -> str:
+        cluster.clustering_code.cache_clear()
+        return cluster.clustering_cache_key(None, parameters)
+
+    assert key() == real
+    modules = sorted(copy.rglob("*.py"))
+    assert {"registry.py", "search.py", "segmentation.py", "diana.py", "assignment.py"} <= {
+        module.name for module in modules
+    }
+    keys = {"unchanged": real}
+    for module in modules:
+        source = module.read_bytes()
+        module.write_bytes(source + b"\n# a changed line\n")
+        keys[module.name] = key()
+        module.write_bytes(source)
+    (copy / "new_rule.py").write_text("NEW = 1\n")
+    keys["a new module"] = key()
+    assert len(set(keys.values())) == len(keys), keys
+
+
+def test_the_hdbscan_library_is_imported_only_when_hdbscan_runs():
+    """Importing it costs about a second; a run of any other algorithm does not pay for it."""
+    code = """
+import sys
+import numpy as np
+import segflow.tasks.cluster
+from segflow.clustering import fit_segmentation
+from segflow.config import ClusteringConfig
+imported_before = "hdbscan" in sys.modules
+fit_segmentation(np.random.default_rng(0).normal(size=(300, 2)), ClusteringConfig(algorithm="hdbscan"))
+print(imported_before, "hdbscan" in sys.modules)
+"""
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.split() == ["False", "True"]
 
 
 def test_kmeans_refits_all_rows_from_the_sample_centres_with_mini_batches_when_large():

@@ -104,7 +104,7 @@ STAGE_HOOKS = {
     "cluster": "before:segflow.tasks.cluster:cluster_task:fn",
 }
 # Publishing goes to the warehouse first, then to Parquet: this pauses between the two.
-BETWEEN_TARGETS_HOOK = "before:segflow.parquet_store:ParquetStore:publish"
+BETWEEN_TARGETS_HOOK = "before:segflow.stores.parquet:ParquetStore:publish"
 # After the first staging table of a PostgreSQL publication is loaded (its connection still open).
 PG_MID_LOAD_HOOK = "after:adbc_driver_manager.dbapi:Cursor:adbc_ingest"
 

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from segflow.clustering import assign_segments, fit_segmentation
 from segflow.config import ClusteringConfig, FeaturesConfig, PreprocessConfig, SourcesConfig, build_config
 from segflow.errors import ConfigError, SegflowError
 from segflow.ledger import RunFacts, RunLedger
 from segflow.stores import StoredState
-from segflow.tasks.cluster import assign_segments, fit_segmentation
 from segflow.tasks.features import RFM_COLUMNS, build_customer_features
 from segflow.tasks.preprocess import prepare_features
 from segflow.tasks.profile import profile_segments

@@ -16,8 +16,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from segflow.parquet_store import ParquetStore
-from segflow.stores import DuckDBStore, PostgresStore
+from segflow.stores import DuckDBStore, ParquetStore, PostgresStore
 from tests.test_stores import DAY1, DAY2, labels, publication_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +27,7 @@ CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import adbc_driver_manager.dbapi as adbc_dbapi
-    from segflow import parquet_store, stores
+    from segflow import stores
     from tests.test_stores import DAY2, labels, publication_for
 
     kind, location, schema, phase, marker = sys.argv[1:6]
@@ -63,9 +62,9 @@ CHILD = textwrap.dedent(
         store = stores.DuckDBStore(location, "segments")
         {"mid-load": lambda: after_first(stores.DuckDBStore, "_write")}[phase]()
     else:
-        store = parquet_store.ParquetStore(Path(location))
-        {"mid-load": lambda: after_first(parquet_store.ParquetStore, "_write"),
-         "before-swap": lambda: before(parquet_store.ParquetStore, "_point_current_to")}[phase]()
+        store = stores.ParquetStore(Path(location))
+        {"mid-load": lambda: after_first(stores.ParquetStore, "_write"),
+         "before-swap": lambda: before(stores.ParquetStore, "_point_current_to")}[phase]()
     store.publish(DAY2, publication_for(store, labels(2), DAY2))
     """
 )

@@ -11,11 +11,11 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from psycopg import sql
 
 from segflow.errors import PublishError
 from segflow.ledger import RunFacts, RunLedger
-from segflow.parquet_store import ParquetStore
-from segflow.stores import DuckDBStore, PostgresStore, TableWrite
+from segflow.stores import DuckDBStore, ParquetStore, PostgresStore, TableWrite
 from segflow.tasks.publish import build_publication, publication_writes
 from tests.test_publish import profiles_for
 
@@ -159,3 +159,26 @@ def test_a_write_whose_rows_repeat_the_primary_key_is_refused_when_built(target)
     changes = next(w for w in publication_for(store, labels(1), DAY1) if w.name == "segment_changes")
     with pytest.raises(PublishError, match=r"\d+ rows repeat the primary key"):
         TableWrite(changes.name, pa.concat_tables([changes.rows, changes.rows.slice(0, 3)]), "as_of")
+
+
+def test_a_leftover_staging_table_named_to_break_its_quotes_is_dropped_as_itself(pg_uri, pg_schema):
+    """Identifiers are quoted with their double quotes doubled: a leftover staging table whose name
+    closes its quotes and appends a statement is dropped as that one table, nothing else runs."""
+    hostile = f'_stage_x" CASCADE; DROP TABLE "{pg_schema}"."keep'
+    with psycopg.connect(pg_uri, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
+        for table in ("keep", hostile):
+            connection.execute(
+                sql.SQL("CREATE TABLE {}.{} (x int)").format(sql.Identifier(pg_schema), sql.Identifier(table))
+            )
+    store = PostgresStore(pg_uri, pg_schema)
+    store.publish(DAY1, publication_for(store, labels(1), DAY1))
+    with psycopg.connect(pg_uri) as connection:
+        tables = {
+            row[0]
+            for row in connection.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", [pg_schema]
+            ).fetchall()
+        }
+    assert "keep" in tables and hostile not in tables
+    assert len(read_postgres(pg_uri, pg_schema, "customer_segments")) == len(IDS)

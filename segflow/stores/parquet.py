@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from segflow.stores import PUBLISHING_STATUSES, StoredState, TableWrite, check_primary_key
+from segflow.stores.base import PUBLISHING_STATUSES, StoredState, TableWrite, check_primary_key
 from segflow.tables import TABLES
 
 KEEP_PUBLICATIONS = 5
@@ -37,6 +37,8 @@ def kept_rows(old: pa.Table, write: TableWrite, as_of: date) -> pa.Array:
 
 
 class ParquetStore:
+    """A folder of publications; `current` is a symlink swapped to the newest complete one."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.current = self.root / "current"

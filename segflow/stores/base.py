@@ -1,0 +1,156 @@
+"""What every publication target shares: the writes, the stored state, the target protocol, and
+the SQL both warehouses (DuckDB, PostgreSQL) speak. Imports no target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal, Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from segflow.errors import PublishError
+from segflow.tables import TABLES
+
+Replace = Literal["all", "as_of", "run"]
+PUBLISHING_STATUSES = ("published", "scored")  # runs that moved the snapshot to their as-of
+
+
+@dataclass
+class TableWrite:
+    """Rows for one published table and what they replace: the whole table, one as-of date, or
+    (`run`) only the rows of the run that writes them."""
+
+    name: str
+    rows: pa.Table
+    replace: Replace
+    run_id: str | None = None  # for replace="run"
+
+    def __post_init__(self) -> None:
+        expected = [column for column, _ in TABLES[self.name].columns]
+        if self.rows.column_names != expected:
+            raise PublishError(f"table {self.name}: columns {self.rows.column_names}, expected {expected}")
+        if (self.replace == "run") != (self.run_id is not None):
+            raise PublishError(f"table {self.name}: a run_id goes with replace='run' and only with it")
+        # once here, not in every target: Parquet and DuckDB's undeclared history keys rely on it
+        check_primary_key(self.rows, TABLES[self.name].primary_key, self.name)
+
+    def delete_parameter(self, as_of: date) -> object:
+        """The value the rows this write replaces are found by."""
+        return self.run_id if self.replace == "run" else as_of
+
+
+@dataclass
+class StoredState:
+    """What a target holds now: the snapshot, its as-of, the key registry, that date's changes."""
+
+    snapshot: pd.DataFrame | None = None
+    snapshot_as_of: date | None = None  # of the last run that published or scored
+    definitions: pd.DataFrame | None = None
+    changes_on_as_of: pd.DataFrame | None = None
+
+
+class PublicationStore(Protocol):
+    def describe(self) -> str: ...
+
+    def read_state(self, as_of: date) -> StoredState: ...
+
+    def publish(self, as_of: date, writes: list[TableWrite]) -> None: ...
+
+    def read_model(self) -> dict | None: ...
+
+    def read_runs(self, limit: int) -> pd.DataFrame: ...
+
+    def run_status(self, run_id: str) -> str | None: ...
+
+
+class SqlReads:
+    """The reads a warehouse answers with one query over one table (`_select`)."""
+
+    placeholder: str
+
+    def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None: ...
+
+    def read_model(self) -> dict | None:
+        """The newest saved model (that of the current publication), or None."""
+        rows = self._select("segment_models", LATEST_MODEL_SQL.format(models="{table}"))
+        return None if rows is None or rows.empty else rows.iloc[0].to_dict()
+
+    def read_runs(self, limit: int) -> pd.DataFrame:
+        """The most recent segmentation_runs rows, newest first."""
+        runs = self._select("segmentation_runs", RECENT_RUNS_SQL.format(runs="{table}", limit=limit))
+        return runs if runs is not None else pd.DataFrame()
+
+    def run_status(self, run_id: str) -> str | None:
+        """The recorded status of one run, or None if it left no row here."""
+        sql = f"SELECT status FROM {{table}} WHERE run_id = {self.placeholder}"
+        rows = self._select("segmentation_runs", sql, (run_id,))
+        return None if rows is None or rows.empty else str(rows["status"].iloc[0])
+
+
+SNAPSHOT_AS_OF_SQL = (
+    "SELECT max(as_of) FROM {runs} WHERE status IN ("
+    + ", ".join(f"'{status}'" for status in PUBLISHING_STATUSES)
+    + ")"
+)
+LATEST_MODEL_SQL = "SELECT * FROM {models} ORDER BY as_of DESC, created_at DESC LIMIT 1"
+RECENT_RUNS_SQL = "SELECT * FROM {runs} ORDER BY started_at DESC LIMIT {limit:d}"
+
+
+def check_primary_key(rows: pa.Table, key: tuple[str, ...], table: str) -> None:
+    """Refuse rows that repeat a primary key (for targets that do not enforce the key themselves)."""
+    if key and rows.num_rows:
+        counts = rows.group_by(list(key)).aggregate([([], "count_all")])
+        if counts.num_rows != rows.num_rows:
+            raise PublishError(
+                f"table {table}: {rows.num_rows - counts.num_rows} rows repeat the primary key {key}"
+            )
+
+
+def quote_identifier(name: str) -> str:
+    """A name as one SQL identifier, whatever characters it holds (a double quote is doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified_name(schema: str, table: str) -> str:
+    """schema.table, each part quoted."""
+    return f"{quote_identifier(schema)}.{quote_identifier(table)}"
+
+
+def sql_type(arrow_type: pa.DataType, dialect: str) -> str:
+    """The column type of an Arrow type in DuckDB or PostgreSQL."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "VARCHAR" if dialect == "duckdb" else "TEXT"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "BLOB" if dialect == "duckdb" else "BYTEA"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE" if dialect == "duckdb" else "DOUBLE PRECISION"
+    simple = {
+        pa.int64(): "BIGINT",
+        pa.int32(): "INTEGER",
+        pa.int16(): "SMALLINT",
+        pa.int8(): "SMALLINT",
+        pa.bool_(): "BOOLEAN",
+        pa.date32(): "DATE",
+    }
+    if arrow_type in simple:
+        return simple[arrow_type]
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP"
+    raise PublishError(f"no warehouse column type for Arrow type {arrow_type}")
+
+
+def create_table_sql(
+    qualified: str, schema: pa.Schema, primary_key: tuple[str, ...], dialect: str, if_not_exists: bool
+) -> str:
+    columns = [f"{quote_identifier(field.name)} {sql_type(field.type, dialect)}" for field in schema]
+    if primary_key:
+        columns.append("PRIMARY KEY (" + ", ".join(map(quote_identifier, primary_key)) + ")")
+    guard = "IF NOT EXISTS " if if_not_exists else ""
+    return f"CREATE TABLE {guard}{qualified} ({', '.join(columns)})"
+
+
+def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:
+    column = quote_identifier("run_id" if replace == "run" else "as_of")
+    return f"DELETE FROM {qualified} WHERE {column} = {placeholder}"
