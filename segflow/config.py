@@ -403,7 +403,8 @@ def describe_validation_error(error: ValidationError) -> str:
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         if problem["type"] == "extra_forbidden":
             lines.append(f"config key {key!r} is not known")
-        elif problem["type"] == "missing" or "got " in problem["msg"]:
+        elif problem["type"] == "missing" or "got " in problem["msg"] or isinstance(problem["input"], dict):
+            # nothing to echo, the check says what it got, or the value is a section (it may hold secrets)
             lines.append(f"config key {key!r}: {problem['msg']}")
         else:
             shown = shown_value(key, problem.get("input"))
