@@ -61,6 +61,15 @@ def test_the_layout_is_found():
     assert len(found) > 40
 
 
+def test_every_package_is_installed():
+    """A package missing from pyproject.toml works in an editable install and is absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {module for module, path in modules().items() if path.name == "__init__.py"}
+    assert packages - listed == set()
+
+
 def test_imports_run_one_way():
     found = modules()
     upward = [
