@@ -35,7 +35,7 @@ from segflow.tasks.ingest import load_source
 from segflow.tasks.preprocess import prepare_features
 from segflow.tasks.profile import profile_segments
 from segflow.tasks.scale import fit_scaling
-from segflow.tasks.validate import evaluate_gate, segmentation_stability
+from segflow.tasks.validate import evaluate_gate
 
 DATA = Path(__file__).parent / "data"
 OUTPUT = Path(__file__).parent / "out" / "realistic"
@@ -52,16 +52,9 @@ def segment(raw: dict[str, Any], overrides: list[str], as_of: date) -> dict[str,
     prepared = prepare_features(features.table, config.features, config.preprocess, features.rfm_columns)
     _, matrix = fit_scaling(prepared.model_input, config.preprocess.scaler, prepared.categorical_columns)
     segmentation = fit_segmentation(matrix, config.clustering)
-    stability = segmentation_stability(
-        matrix,
-        segmentation.labels,
-        segmentation.algorithm,
-        segmentation.params,
-        config.clustering,
-        config.gate.stability_resamples,
+    decision = evaluate_gate(
+        segmentation.labels, segmentation.scores, {}, config.gate, config.clustering.min_segments
     )
-    scores = {**segmentation.scores, "stability": stability}
-    decision = evaluate_gate(segmentation.labels, scores, {}, config.gate)
     profiles = profile_segments(
         prepared.readable, segmentation.labels, prepared.numeric_columns, prepared.categorical_columns
     )
@@ -71,7 +64,7 @@ def segment(raw: dict[str, Any], overrides: list[str], as_of: date) -> dict[str,
         "model_columns": prepared.model_input.shape[1],
         "log1p": prepared.recipe["log1p_columns"],
         "segmentation": segmentation,
-        "stability": stability,
+        "stability": segmentation.scores["stability"],
         "decision": decision,
         "profiles": profiles.sort_values("share", ascending=False),
         "numeric": prepared.numeric_columns,

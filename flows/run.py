@@ -28,7 +28,7 @@ from segflow.stores import PublicationStore, open_stores
 from segflow.tasks.publish import record_run, record_run_task
 
 
-def segmentation_facts(segmentation: Any, decision: Any, stability: float | None, recipe: dict) -> RunFacts:
+def segmentation_facts(segmentation: Any, decision: Any, recipe: dict) -> RunFacts:
     """What a segmentation run decided, for its segmentation_runs row."""
     return RunFacts(
         algorithm=segmentation.algorithm,
@@ -42,8 +42,9 @@ def segmentation_facts(segmentation: Any, decision: Any, stability: float | None
             "sampling": segmentation.sampling,
             "k_search": segmentation.k_search,
             "leaderboard": segmentation.leaderboard,
+            "choice": segmentation.choice,
             "gate_measures": decision.measures,
-            "stability": stability,
+            "stability": segmentation.scores.get("stability"),
         },
     )
 

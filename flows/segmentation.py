@@ -21,7 +21,7 @@ from segflow.tasks.quality import compile_contracts_task, output_contract_task
 from segflow.tasks.report import report_task
 from segflow.tasks.scale import scale_task
 from segflow.tasks.score import fitted_model, model_write
-from segflow.tasks.validate import feasibility_task, stability_task, validate_task
+from segflow.tasks.validate import feasibility_task, validate_task
 
 
 @flow(
@@ -59,7 +59,6 @@ def segmentation_flow(
             prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
         )
         segmentation = cluster_task(matrix, config.clustering)
-        stability = stability_task(matrix, segmentation, config.clustering, config.gate.stability_resamples)
         everyone = execution.everyone(prepared, scaling, segmentation)
         profiles = profile_task(
             prepared.readable,
@@ -67,14 +66,19 @@ def segmentation_flow(
             prepared.numeric_columns,
             prepared.categorical_columns,
             everyone.labels,
+            config.naming,
         )
 
         stored = read_state_task(run.stores[0], ledger.as_of)
         publication = build_publication_task(everyone.customer_ids, everyone.labels, profiles, stored, ledger)
         decision = validate_task(
-            everyone.labels, segmentation.scores, stability, publication.drift, config.gate
+            everyone.labels,
+            segmentation.scores,
+            publication.drift,
+            config.gate,
+            config.clustering.min_segments,
         )
-        run.facts = segmentation_facts(segmentation, decision, stability, prepared.recipe)
+        run.facts = segmentation_facts(segmentation, decision, prepared.recipe)
         report_task(
             ledger.run_id,
             ledger.as_of,

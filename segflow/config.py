@@ -97,6 +97,22 @@ class FeaturesConfig(StrictModel):
     max_categories: int = Field(20, ge=1, le=1000)
 
 
+class NamingConfig(StrictModel):
+    """What segment names are judged by: absolute recency windows in days, and when a category is
+    named (it holds dominant_share of the segment and at most base_share of the base)."""
+
+    active_days: int = Field(90, ge=1)
+    lapsing_days: int = Field(365, ge=1)
+    dominant_share: float = Field(0.8, gt=0.5, le=1.0)
+    base_share: float = Field(0.6, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _windows_in_order(self) -> NamingConfig:
+        if self.lapsing_days <= self.active_days:
+            raise ValueError(f"lapsing_days {self.lapsing_days} must be above active_days {self.active_days}")
+        return self
+
+
 class PreprocessConfig(StrictModel):
     scaler: Literal["minmax", "standard", "robust"] = "minmax"
     impute: Literal["median", "mean", "zero"] = "median"
@@ -122,15 +138,29 @@ class ClusteringConfig(StrictModel):
         "hdbscan",
         "optics",
     ] = "auto"
-    k: tuple[int, int] = (2, 10)
+    # how many segments a marketer can act on: every algorithm ends within these bounds (the k
+    # search stays inside them; density clusters beyond max_segments are merged)
+    min_segments: int = Field(3, ge=2, le=100)
+    max_segments: int = Field(10, ge=2, le=100)
+    # the k search range; by default [min_segments, max_segments] (a k given here sets the bounds
+    # it leaves unset)
+    k: tuple[int, int] = (3, 10)
     seed: int = 42
     # rows scored (silhouette, Calinski-Harabasz, Davies-Bouldin): exact silhouette is O(n^2)
     sample_size: int = Field(10_000, ge=100)
     # the O(n^2) methods fit, and every k search runs, on at most this many rows (a float64
     # distance matrix of 20k rows is 3.2 GB, hence the ceiling)
     fit_sample_size: int = Field(5_000, ge=100, le=20_000)
-    # absolute silhouette margin: the smallest k (or simplest algorithm) within it of the best wins
-    score_margin: float = Field(0.01, ge=0.0, le=1.0)
+    # candidates whose validity (silhouette, or DBCV for density methods, above its gate minimum) is
+    # within this margin of the best compete on stability; then the fewer segments (simpler model) win
+    score_margin: float = Field(0.02, ge=0.0, le=1.0)
+    # stability under resampling (adjusted Rand index of refits on subsamples of the fit sample):
+    # resamples and minimum are the gate's unless set here; 0 resamples leaves stability out
+    stability_resamples: int = Field(3, ge=0, le=50)
+    min_stability: float = Field(0.6, ge=-1.0, le=1.0)
+    # the validity each family must reach (the gate's): silhouette, and DBCV for density methods
+    min_silhouette: float = Field(0.25, ge=-1.0, le=1.0)
+    min_dbcv: float = Field(0.15, ge=-1.0, le=1.0)
     auto_candidates: tuple[str, ...] = ("kmeans", "agglomerative", "hdbscan")
     # a density result leaving more than this share of rows as noise cannot win auto
     max_noise_share: float = Field(0.3, ge=0.0, le=1.0)
@@ -156,6 +186,20 @@ class ClusteringConfig(StrictModel):
     # OPTICS: None cuts the reachability plot at eps; a value extracts clusters by xi steep areas
     xi: float | None = Field(None, gt=0.0, lt=1.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _k_and_segment_bounds(cls, data: Any) -> Any:
+        """k defaults to [min_segments, max_segments]; a k given alone sets those bounds."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("k") is None:
+            data["k"] = (data.get("min_segments", 3), data.get("max_segments", 10))
+        elif isinstance(data["k"], list | tuple) and len(data["k"]) == 2:
+            data.setdefault("min_segments", data["k"][0])
+            data.setdefault("max_segments", data["k"][1])
+        return data
+
     @field_validator("k")
     @classmethod
     def _k_range(cls, k: tuple[int, int]) -> tuple[int, int]:
@@ -163,6 +207,17 @@ class ClusteringConfig(StrictModel):
         if not 2 <= low <= high <= 100:
             raise ValueError(f"k must be [low, high] with 2 <= low <= high <= 100, got {list(k)}")
         return k
+
+    @model_validator(mode="after")
+    def _k_within_segment_bounds(self) -> ClusteringConfig:
+        if self.min_segments > self.max_segments:
+            raise ValueError(f"min_segments {self.min_segments} is above max_segments {self.max_segments}")
+        if not self.min_segments <= self.k[0] <= self.k[1] <= self.max_segments:
+            raise ValueError(
+                f"k {list(self.k)} lies outside [min_segments, max_segments] = "
+                f"[{self.min_segments}, {self.max_segments}]"
+            )
+        return self
 
     @field_validator("auto_candidates")
     @classmethod
@@ -177,6 +232,7 @@ class ClusteringConfig(StrictModel):
 Severity = Literal["critical", "warning"]
 GateRule = Literal[
     "min_silhouette",
+    "min_dbcv",
     "min_segment_share",
     "max_segment_share",
     "max_noise_share",
@@ -189,7 +245,10 @@ GateRule = Literal[
 class GateConfig(StrictModel):
     """Rules a segmentation must pass to be published; a critical failure rejects the run."""
 
-    min_silhouette: float = Field(0.25, ge=-1.0, le=1.0)
+    min_silhouette: float = Field(0.25, ge=-1.0, le=1.0)  # partitioning and hierarchical methods
+    # density methods: the density-based clustering validity index (Moulavi et al. 2014), which
+    # does not punish non-convex clusters as silhouette does
+    min_dbcv: float = Field(0.15, ge=-1.0, le=1.0)
     min_segment_share: float = Field(0.01, ge=0.0, le=1.0)  # smallest segment, noise excluded
     max_segment_share: float = Field(0.8, ge=0.0, le=1.0)  # largest segment
     max_noise_share: float = Field(0.3, ge=0.0, le=1.0)  # density methods' unassigned customers
@@ -339,6 +398,7 @@ class SegflowConfig(StrictModel):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
+    naming: NamingConfig = Field(default_factory=NamingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
@@ -346,11 +406,20 @@ class SegflowConfig(StrictModel):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @model_validator(mode="after")
-    def _segment_sizes_from_the_gate(self) -> SegflowConfig:
-        """The k search aims at the segment sizes the gate accepts, unless told otherwise."""
-        for bound in ("min_segment_share", "max_segment_share"):
-            if bound not in self.clustering.model_fields_set:
-                setattr(self.clustering, bound, getattr(self.gate, bound))
+    def _clustering_aims_at_the_gate(self) -> SegflowConfig:
+        """The search aims at what the gate accepts (segment sizes, stability, validity), unless told
+        otherwise."""
+        shared = (
+            "min_segment_share",
+            "max_segment_share",
+            "stability_resamples",
+            "min_stability",
+            "min_silhouette",
+            "min_dbcv",
+        )
+        for name in shared:
+            if name not in self.clustering.model_fields_set:
+                setattr(self.clustering, name, getattr(self.gate, name))
         return self
 
 

@@ -85,6 +85,7 @@ TABLES: dict[str, TableSpec] = {
                 ("first_seen", pa.date32()),
                 ("last_seen", pa.date32()),
                 ("active", pa.bool_()),
+                ("name_facts", pa.string()),  # JSON: what the name states; a name is kept while they hold
             ),
             primary_key=("segment_key",),
         ),

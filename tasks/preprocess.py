@@ -27,7 +27,9 @@ class PreparedFeatures:
     """Model-ready features, the readable per-customer values behind them, and what was done."""
 
     customer_ids: pd.Series
-    readable: pd.DataFrame  # numeric features (imputed, untransformed) and categories, for profiles
+    readable: (
+        pd.DataFrame
+    )  # numeric features (imputed, untransformed) and categories as written, for profiles
     model_input: pd.DataFrame  # numeric matrix before scaling: transformed numerics and one-hot columns
     numeric_columns: list[str]
     categorical_columns: list[str]
@@ -189,7 +191,7 @@ def prepare_features(
     )
     return PreparedFeatures(
         customer_ids=table[CUSTOMER_ID].reset_index(drop=True),
-        readable=readable.reset_index(drop=True),
+        readable=as_written(readable, table, categorical).reset_index(drop=True),
         model_input=model_input.reset_index(drop=True),
         numeric_columns=preparation.numeric_columns,
         categorical_columns=categorical,
@@ -201,6 +203,18 @@ def prepare_features(
             "model_columns": preparation.model_columns,
         },
     )
+
+
+def as_written(readable: pd.DataFrame, table: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """The readable values with each category in its most common spelling in the source ('Fiber optic'
+    rather than the normalised 'fiber optic' the model encodes): what profiles and names show."""
+    written = readable.copy()
+    for column in categorical:
+        source = table[column].astype("string").str.strip()
+        pairs = pd.DataFrame({"value": readable[column].to_numpy(), "written": source.to_numpy()}).dropna()
+        spelling = pairs.value_counts().reset_index().drop_duplicates("value").set_index("value")["written"]
+        written[column] = readable[column].map(spelling).fillna(readable[column])
+    return written
 
 
 @task(name="preprocess", cache_policy=NO_CACHE)

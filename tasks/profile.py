@@ -1,4 +1,5 @@
-"""Profile: describe each segment in numbers and in a short name a marketer can use."""
+"""Profile: describe each segment in numbers and in a short, true and distinct name a marketer can use
+(the naming rules are `segflow.naming`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segflow.config import NamingConfig
+from segflow.naming import (
+    MEDIAN_WORDS,
+    Base,
+    SegmentFacts,
+    distinct_names,
+    median_text,
+    phrase,
+    segment_facts,
+)
 from segflow.tables import NOISE_LABEL, NOISE_NAME
 
-RFM_BASE_MEDIANS = ("recency_days", "tenure_days")  # what rfm_name compares a segment's medians with
+DEFAULT_NAMING = NamingConfig()
 
 
 def feature_statistics(readable: pd.DataFrame, labels: np.ndarray, numeric: list[str]) -> pd.DataFrame:
@@ -47,77 +58,27 @@ def top_categories(readable: pd.DataFrame, labels: np.ndarray, categorical: list
     return result
 
 
-def rfm_name(stats: dict[str, dict[str, float]], overall_median: dict[str, float]) -> str | None:
-    """A name like 'Recent frequent high spenders' from recency, frequency and spend."""
-    if not {"recency_days", "frequency", "monetary"} <= stats.keys():
-        return None
-    frequency = stats["frequency"]["median"]
-    if frequency == 0:
-        return "Never purchased"
-    recency = stats["recency_days"]["median"]
-    recency_ratio = recency / max(overall_median["recency_days"], 1.0)
-    tenure = stats.get("tenure_days", {}).get("median")
-    purchase_cycle = tenure / frequency if tenure is not None else None
-    if tenure is not None and tenure <= 0.25 * overall_median["tenure_days"]:
-        word = "New"
-    elif purchase_cycle is not None and frequency > 1 and recency > 3 * purchase_cycle:
-        word = "At-risk"  # bought regularly, then stopped for three of their usual intervals
-    elif recency_ratio <= 0.5:
-        word = "Recent"
-    elif recency_ratio >= 2.5:
-        word = "Lapsed"
-    elif recency_ratio >= 1.4:
-        word = "Cooling"
-    else:
-        word = "Active"
-    if frequency <= 1:
-        habit = "one-time"
-    elif stats["frequency"]["lift"] >= 1.4:
-        habit = "frequent"
-    else:
-        habit = "occasional"
-    spend_lift = stats["monetary"]["lift"]
-    basket_lift = stats.get("avg_order_value", {}).get("lift", 1.0)
-    if spend_lift >= 1.5 or basket_lift >= 1.5:
-        value = "high spenders"
-    elif habit == "frequent" and basket_lift <= 0.6:
-        value = "bargain hunters"
-    else:
-        value = "buyers"
-    return f"{word} {habit} {value}"
-
-
-def lift_name(stats: dict[str, dict[str, float]]) -> str:
-    """A name from the two features whose mean differs most from the base, e.g. 'High age, low visits'."""
-    lifts = {f: s["lift"] for f, s in stats.items() if np.isfinite(s["lift"]) and s["lift"] > 0}
-    ranked = sorted(lifts, key=lambda f: abs(np.log(lifts[f])), reverse=True)[:2]
-    if not ranked:
-        return "Typical customers"
-    words = [f"{'high' if lifts[f] >= 1 else 'low'} {f.replace('_', ' ')}" for f in ranked]
-    return ", ".join(words).capitalize()
-
-
-def describe(name: str, size: int, share: float, stats: dict[str, dict[str, float]]) -> str:
-    """One sentence with the size and the features that set the segment apart."""
-    notable = sorted(
-        (f for f, s in stats.items() if np.isfinite(s["lift"]) and s["lift"] > 0),
-        key=lambda f: abs(np.log(stats[f]["lift"])),
-        reverse=True,
-    )[:3]
-    parts = [
-        f"{f.replace('_', ' ')} median {stats[f]['median']:,.4g} ({stats[f]['lift']:.1f}x the average)"
-        for f in notable
-    ]
-    return f"{name}: {size:,} customers ({share:.1%}). " + "; ".join(parts) + "."
+def describe(size: int, share: float, stats: dict[str, dict[str, float]]) -> str:
+    """The segment's size and medians, in the words of its features (the name is told apart)."""
+    never_bought = stats.get("frequency", {}).get("median") == 0
+    shown = [f for f in stats if not (never_bought and f in MEDIAN_WORDS)]  # no orders: no order facts
+    parts = (["no orders"] if never_bought else []) + [median_text(f, stats[f]["median"]) for f in shown]
+    medians = f" Medians: {'; '.join(parts)}." if parts else ""
+    return f"{size:,} customers ({share:.1%}).{medians}"
 
 
 def profile_segments(
-    readable: pd.DataFrame, labels: np.ndarray, numeric: list[str], categorical: list[str]
+    readable: pd.DataFrame,
+    labels: np.ndarray,
+    numeric: list[str],
+    categorical: list[str],
+    rules: NamingConfig = DEFAULT_NAMING,
 ) -> pd.DataFrame:
-    """One row per segment label: size, share, feature statistics, top categories, name, description."""
+    """One row per segment label: size, share, feature statistics, top categories, the facts its
+    name states, a unique name, and a description."""
     stats = feature_statistics(readable, labels, numeric)
     categories = top_categories(readable, labels, categorical)
-    overall_median = readable[[c for c in RFM_BASE_MEDIANS if c in numeric]].median().to_dict()
+    base = Base.of(readable, numeric, categorical)
     sizes = pd.Series(labels).value_counts().sort_index()
     rows = []
     for label, size in sizes.items():
@@ -125,37 +86,30 @@ def profile_segments(
             r.feature: {"median": float(r.median), "mean": float(r.mean), "lift": float(r.lift)}
             for r in stats[stats["label"] == label].itertuples()
         }
-        if label == NOISE_LABEL:
-            name = NOISE_NAME
-        else:
-            name = rfm_name(segment_stats, overall_median) or lift_name(segment_stats)
-        share = size / len(labels)
+        shares = {column: pd.Series(values) for column, values in categories.get(int(label), {}).items()}
+        medians = {feature: summary["median"] for feature, summary in segment_stats.items()}
+        facts = SegmentFacts() if label == NOISE_LABEL else segment_facts(medians, shares, base, rules)
         rows.append(
             {
                 "label": int(label),
                 "size": int(size),
-                "share": float(share),
-                "name": name,
+                "share": float(size / len(labels)),
+                "name": NOISE_NAME if label == NOISE_LABEL else phrase(facts),
+                "facts": facts.as_dict(),
                 "features": segment_stats,
                 "top_categories": categories.get(int(label), {}),
+                "medians": medians,
+                "modes": {
+                    column: (values.index[0], float(values.iloc[0])) for column, values in shares.items()
+                },
             }
         )
-    profiles = pd.DataFrame(rows)
-    profiles["name"] = distinct_names(profiles)
-    profiles["description"] = [describe(r.name, r.size, r.share, r.features) for r in profiles.itertuples()]
+    names = distinct_names([row for row in rows if row["label"] != NOISE_LABEL])
+    for row in rows:
+        row["name"] = names.get(row["label"], row["name"])
+    profiles = pd.DataFrame(rows).drop(columns=["medians", "modes"])
+    profiles["description"] = [describe(r.size, r.share, r.features) for r in profiles.itertuples()]
     return profiles
-
-
-def distinct_names(profiles: pd.DataFrame) -> list[str]:
-    """Keep names unique in a run: repeated names get the feature that sets each apart."""
-    names = list(profiles["name"])
-    for name in {n for n in names if names.count(n) > 1}:
-        for index in [i for i, n in enumerate(names) if n == name]:
-            names[index] = f"{name} ({lift_name(profiles['features'].iloc[index]).lower()})"
-    for name in {n for n in names if names.count(n) > 1}:
-        for rank, index in enumerate([i for i, n in enumerate(names) if n == name], start=1):
-            names[index] = f"{name} #{rank}"
-    return names
 
 
 def with_population_sizes(profiles: pd.DataFrame, population: np.ndarray) -> pd.DataFrame:
@@ -165,7 +119,7 @@ def with_population_sizes(profiles: pd.DataFrame, population: np.ndarray) -> pd.
     profiles = profiles.copy()
     profiles["size"] = [int(sizes.get(label, 0)) for label in profiles["label"]]
     profiles["share"] = profiles["size"] / len(population)
-    profiles["description"] = [describe(r.name, r.size, r.share, r.features) for r in profiles.itertuples()]
+    profiles["description"] = [describe(r.size, r.share, r.features) for r in profiles.itertuples()]
     return profiles
 
 
@@ -176,9 +130,11 @@ def profile_task(
     numeric: list[str],
     categorical: list[str],
     population: np.ndarray,
+    rules: NamingConfig,
 ) -> pd.DataFrame:
     """Profiles of the fitted customers' segments, sized over the whole population."""
-    profiles = with_population_sizes(profile_segments(readable, labels, numeric, categorical), population)
+    profiles = profile_segments(readable, labels, numeric, categorical, rules)
+    profiles = with_population_sizes(profiles, population)
     logger = get_run_logger()
     for row in profiles.itertuples():
         logger.info(

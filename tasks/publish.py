@@ -138,19 +138,29 @@ def assign_segment_keys(
 
 def segment_names(
     profiles: pd.DataFrame, keys: dict[int, str], definitions: pd.DataFrame
-) -> dict[str, tuple[str, str]]:
-    """Name and description per key: a persisting segment keeps its name."""
-    known = dict(zip(definitions["segment_key"], definitions["segment_name"], strict=True))
-    names: dict[str, tuple[str, str]] = {}
+) -> dict[str, tuple[str, str, str]]:
+    """Name, description and name facts (JSON) per key. A persisting segment keeps its name while the
+    facts its name states still hold; otherwise it takes this run's name. Names stay unique: a fresh
+    name that a kept one already uses says its share of customers, then its key."""
+    known_names = dict(zip(definitions["segment_key"], definitions["segment_name"], strict=True))
+    known_facts = dict(
+        zip(definitions["segment_key"], definitions.get("name_facts", pd.Series(dtype=object)), strict=False)
+    )
+    candidates = {}
     for row in profiles.itertuples():
-        key = keys[row.label]
-        names[key] = (known.get(key, row.name), row.description)
-    taken: dict[str, int] = {}
-    for key in sorted(names):
-        name, description = names[key]
-        taken[name] = taken.get(name, 0) + 1
-        if taken[name] > 1:
-            names[key] = (f"{name} #{taken[name]}", description)
+        key, facts = keys[row.label], json.dumps(row.facts, sort_keys=True)
+        kept = key in known_names and known_facts.get(key) == facts
+        candidates[key] = (known_names[key] if kept else row.name, row.description, facts, kept, row.share)
+    names: dict[str, tuple[str, str, str]] = {}
+    taken: set[str] = set()
+    for key in sorted(candidates, key=lambda key: (not candidates[key][3], key)):
+        name, description, facts, _, share = candidates[key]
+        for fallback in (f"{name}, {share:.1%} of customers", f"{name}, {key}"):
+            if name not in taken:
+                break
+            name = fallback
+        taken.add(name)
+        names[key] = (name, description, facts)
     return names
 
 
@@ -196,26 +206,20 @@ def membership_tables(
 
 
 def definitions_table(
-    definitions: pd.DataFrame, names: dict[str, tuple[str, str]], as_of: date
+    definitions: pd.DataFrame, names: dict[str, tuple[str, str, str]], as_of: date
 ) -> pd.DataFrame:
-    """Every key ever issued; the active ones get this run's name, description and last_seen."""
+    """Every key ever issued; the active ones get this run's name, description, name facts and
+    last_seen."""
+    columns = ["segment_name", "description", "first_seen", "last_seen", "active", "name_facts"]
     table = (
-        definitions.set_index("segment_key")
+        definitions.set_index("segment_key").reindex(columns=columns)
         if not definitions.empty
-        else pd.DataFrame(
-            columns=["segment_name", "description", "first_seen", "last_seen", "active"]
-        ).rename_axis("segment_key")
+        else pd.DataFrame(columns=columns).rename_axis("segment_key")
     )
     table["active"] = False
-    for key, (name, description) in names.items():
+    for key, (name, description, facts) in names.items():
         first_seen = table.at[key, "first_seen"] if key in table.index else as_of
-        table.loc[key, ["segment_name", "description", "first_seen", "last_seen", "active"]] = [
-            name,
-            description,
-            first_seen,
-            as_of,
-            True,
-        ]
+        table.loc[key, columns] = [name, description, first_seen, as_of, True, facts]
     return table.reset_index().sort_values("segment_key").reset_index(drop=True)
 
 

@@ -48,6 +48,7 @@ class ReportInputs:
     params: dict[str, Any]
     scores: dict[str, Any]
     k_search: list[dict[str, Any]]
+    choice: list[str]  # why this algorithm and this number of segments
     gate_checks: list[dict[str, Any]]
     segments: pd.DataFrame  # segment_key, segment_name, description, size, share, features (dict)
     migration: pd.DataFrame  # rows: last publication's keys (or "new"), columns: this run's keys
@@ -123,7 +124,7 @@ def plots(inputs: ReportInputs) -> dict[str, str]:
         axis.set_xlabel("mean silhouette (higher: more distinct)")
         charts["silhouette"] = figure_png(figure)
 
-    search = [row for row in inputs.k_search if row.get("silhouette") is not None]
+    search = [row for row in inputs.k_search if "k" in row and row.get("silhouette") is not None]
     if search:
         figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
         ks = [row["k"] for row in search]
@@ -228,7 +229,8 @@ segments; near 0 or below, the segment blurs into its neighbours.</p>
 <td>{{ c.severity }}</td><td class="{{ 'pass' if c.passed else 'fail' }}">{{ 'pass' if c.passed else 'FAIL' }}
 </td></tr>{% endfor %}</table>
 <h2>How the number of segments was chosen</h2>
-<p>Algorithm <b>{{ i.algorithm }}</b> with {{ params }}. Silhouette {{ silhouette }}.</p>
+<p>Algorithm <b>{{ i.algorithm }}</b> with {{ params }}. {{ validity }}.</p>
+<ul>{% for reason in i.choice %}<li>{{ reason }}</li>{% endfor %}</ul>
 {% if charts.get('k_search') %}<img src="{{ charts.k_search }}" alt="k search">{% endif %}
 {% if charts.get('dendrogram') %}<h2>Dendrogram</h2>
 <p>How the hierarchical method merged customers into segments (top levels).</p>
@@ -259,7 +261,6 @@ def summary_sentence(inputs: ReportInputs) -> str:
 
 def render_report(inputs: ReportInputs) -> str:
     features, profile = profile_rows(inputs.segments)
-    silhouette = inputs.scores.get("silhouette")
     return TEMPLATE.render(
         i=inputs,
         summary=summary_sentence(inputs),
@@ -268,7 +269,19 @@ def render_report(inputs: ReportInputs) -> str:
         profile=profile,
         charts=plots(inputs),
         params=", ".join(f"{k}={v}" for k, v in inputs.params.items()),
-        silhouette="n/a" if silhouette is None else f"{silhouette:.3f}",
+        validity=validity_text(inputs.scores),
+    )
+
+
+def validity_text(scores: dict[str, Any]) -> str:
+    """The scores that judged the segmentation, in words: its measure (silhouette, or DBCV for a
+    density method), and its stability."""
+    measure = scores.get("measure", "silhouette")
+    value = scores.get(measure)
+    text = f"{'DBCV' if measure == 'dbcv' else 'Silhouette'} {'n/a' if value is None else f'{value:.3f}'}"
+    stability = scores.get("stability")
+    return text + (
+        "" if stability is None else f", stability {stability:.2f} (adjusted Rand index of refits)"
     )
 
 
@@ -307,6 +320,7 @@ def report_inputs(
         params=segmentation.params,
         scores=segmentation.scores,
         k_search=segmentation.k_search,
+        choice=segmentation.choice,
         gate_checks=gate_checks,
         segments=segments,
         migration=migration,
@@ -351,13 +365,15 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
             for s in inputs.segments.sort_values("size", ascending=False).itertuples()
         ],
     ]
-    if inputs.k_search:
-        lines += ["", "| k | silhouette | Calinski-Harabasz | Davies-Bouldin |", "| --- | --- | --- | --- |"]
+    lines += ["", "Why: " + " ".join(f"{reason}." for reason in inputs.choice)]
+    searched = [row for row in inputs.k_search if "k" in row and row.get("silhouette") is not None]
+    if searched:
+        lines += ["", "| k | silhouette | stability | within bounds |", "| --- | --- | --- | --- |"]
         lines += [
-            f"| {row['k']} | {row['silhouette']:.3f} | {row['calinski_harabasz']:.0f} "
-            f"| {row['davies_bouldin']:.3f} |"
-            for row in inputs.k_search
-            if row.get("silhouette") is not None
+            f"| {row['k']} | {row['silhouette']:.3f} | "
+            + ("-" if row["stability"] is None else f"{row['stability']:.2f}")
+            + f" | {'yes' if row['within_bounds'] else 'no'} |"
+            for row in searched
         ]
     return "\n".join(lines)
 

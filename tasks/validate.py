@@ -13,10 +13,8 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-from sklearn.metrics import adjusted_rand_score
 
-from segflow.clustering import fit_segmentation
-from segflow.config import ClusteringConfig, GateConfig, GateRule
+from segflow.config import GateConfig, GateRule
 from segflow.tables import NOISE_LABEL
 
 
@@ -101,23 +99,32 @@ def check_feasible(n_customers: int, n_features: int, k_low: int) -> GateDecisio
     )
 
 
+def validity_check(scores: dict[str, Any], gate: GateConfig, severity: dict[str, str]) -> GateCheck:
+    """The validity rule of the measure that judged the segmentation: DBCV for density methods (their
+    clusters may be any shape), silhouette for the others."""
+    if scores.get("measure") == "dbcv":
+        what = "density-based validity (DBCV, sampled)"
+        return bound_check("min_dbcv", scores.get("dbcv"), gate.min_dbcv, what, severity["min_dbcv"])
+    what = "silhouette (sampled)"
+    return bound_check(
+        "min_silhouette", scores.get("silhouette"), gate.min_silhouette, what, severity["min_silhouette"]
+    )
+
+
 def evaluate_gate(
-    labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
+    labels: np.ndarray,
+    scores: dict[str, Any],
+    drift: dict[str, float | None],
+    gate: GateConfig,
+    min_segments: int = 2,
 ) -> GateDecision:
     """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift."""
     severity = {rule: gate.severity.get(rule, "critical") for rule in get_args(GateRule)}
     shares, noise = segment_shares(labels)
-    silhouette = scores.get("silhouette")
     stability = scores.get("stability")
     checks = [
-        bound_check("min_segments", len(shares), 2, "number of segments", "critical"),
-        bound_check(
-            "min_silhouette",
-            silhouette,
-            gate.min_silhouette,
-            "silhouette (sampled)",
-            severity["min_silhouette"],
-        ),
+        bound_check("min_segments", len(shares), min_segments, "number of segments", "critical"),
+        validity_check(scores, gate, severity),
         bound_check(
             "min_segment_share",
             float(shares.min()) if len(shares) else None,
@@ -173,49 +180,6 @@ def evaluate_gate(
     return GateDecision(checks=checks, override=gate.override, measures=measures)
 
 
-STABILITY_SAMPLE = 4_000
-STABILITY_SHARE = 0.8
-
-
-def segmentation_stability(
-    matrix: np.ndarray,
-    labels: np.ndarray,
-    algorithm: str,
-    params: dict[str, Any],
-    config: ClusteringConfig,
-    resamples: int,
-) -> float | None:
-    """Mean adjusted Rand index between the segmentation and refits on random subsamples."""
-    if resamples == 0:
-        return None
-    k = params.get("k")
-    refit_config = config.model_copy(update={"algorithm": algorithm, **({"k": (k, k)} if k else {})})
-    rng = np.random.default_rng(config.seed)
-    base = rng.choice(len(matrix), size=min(len(matrix), STABILITY_SAMPLE), replace=False)
-    agreements = []
-    for round_ in range(resamples):
-        rows = rng.choice(base, size=max(3, int(STABILITY_SHARE * len(base))), replace=False)
-        refit = fit_segmentation(
-            matrix[rows], refit_config.model_copy(update={"seed": config.seed + round_ + 1})
-        )
-        agreements.append(adjusted_rand_score(labels[rows], refit.labels))
-    return float(np.mean(agreements))
-
-
-@task(name="stability", cache_policy=NO_CACHE)
-def stability_task(
-    matrix: np.ndarray, segmentation: Any, config: ClusteringConfig, resamples: int
-) -> float | None:
-    stability = segmentation_stability(
-        matrix, segmentation.labels, segmentation.algorithm, segmentation.params, config, resamples
-    )
-    if stability is not None:
-        get_run_logger().info(
-            "stability: mean adjusted Rand index %.3f over %d resamples", stability, resamples
-        )
-    return stability
-
-
 @task(name="feasibility", cache_policy=NO_CACHE)
 def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision:
     decision = check_feasible(shape[0], shape[1], k[0])
@@ -228,11 +192,11 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
 def validate_task(
     labels: np.ndarray,
     scores: dict[str, Any],
-    stability: float | None,
     drift: dict[str, float | None],
     gate: GateConfig,
+    min_segments: int,
 ) -> GateDecision:
-    decision = evaluate_gate(labels, {**scores, "stability": stability}, drift, gate)
+    decision = evaluate_gate(labels, scores, drift, gate, min_segments)
     logger = get_run_logger()
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate: %s", check.message)

@@ -29,12 +29,13 @@ from segflow.clustering.diana import diana
 from segflow.clustering.hierarchical import cut_linkage, weighted_ward
 from segflow.clustering.search import (
     Candidate,
-    choose_candidate,
-    choose_k,
+    choose,
+    choose_among_algorithms,
+    merged_to,
     silhouette_from_distances,
-    sizes_within_bounds,
+    within_bounds,
 )
-from segflow.config import ClusteringConfig
+from segflow.config import ClusteringConfig, GateConfig
 from segflow.tasks import cluster
 
 K_ALGORITHMS = ["kmeans", "kmedoids", "clarans", "birch", "agglomerative", "diana"]
@@ -216,28 +217,113 @@ def test_silhouette_matches_sklearn_with_noise_excluded():
     assert silhouette_from_distances(distances, labels) == pytest.approx(expected, abs=1e-5)
 
 
-def test_smallest_k_within_the_margin_wins():
-    flat = [{"k": 6, "silhouette": 0.593}, {"k": 7, "silhouette": 0.600}, {"k": 8, "silhouette": 0.603}]
-    assert choose_k(flat, 0.02) == 6
-    assert choose_k(flat, 0.0) == 8
-    assert choose_k([{"k": 2, "silhouette": None}, {"k": 3, "silhouette": 0.4}], 0.02) == 3
+def option(
+    name: str,
+    validity: float | None,
+    key: int = 3,
+    stability: float | None = None,
+    within: bool = True,
+    noise_share: float = 0.0,
+    sizes: tuple[int, ...] | None = None,
+) -> Candidate:
+    """A scored candidate as the search makes it (key segments of equal size unless given), its
+    stability already measured."""
+    sizes = sizes or (100,) * key
+    algorithm = ALGORITHMS[name]
+    fit = Fit(np.zeros(3, dtype=np.int64), NearestCentre(np.zeros((1, 2))), {"k": key})
+    scores = {
+        "silhouette": None,
+        "noise_share": noise_share,
+        "measure": algorithm.measure,
+        "validity": validity,
+    }
+    floor = 0.2 if algorithm.measure == "dbcv" else 0.25
+    return Candidate(algorithm, key, fit, scores, list(sizes), within, floor, stability, True)
 
 
-def test_k_with_segment_sizes_out_of_bounds_competes_only_when_no_k_is_within():
-    lopsided = {"k": 2, "silhouette": 0.90, "sizes_within_bounds": False}
-    split = [{"k": 4, "silhouette": 0.55, "sizes_within_bounds": True}, {"k": 5, "silhouette": 0.62}]
-    split[1]["sizes_within_bounds"] = True
-    assert choose_k([lopsided, *split], 0.01) == 5
-    assert choose_k([lopsided, {**split[0], "sizes_within_bounds": False}], 0.01) == 2
+def chosen(options: list[Candidate], **settings) -> Candidate:
+    config = ClusteringConfig(**settings)
+    return choose(options, config, lambda unmeasured: [c.stability for c in unmeasured])
 
 
-def test_sizes_within_bounds_measures_shares_of_all_scored_rows():
-    config = ClusteringConfig(min_segment_share=0.05, max_segment_share=0.8)
-    assert sizes_within_bounds([80, 15, 5], 100, config)
-    assert not sizes_within_bounds([81, 15, 4], 100, config)
-    assert not sizes_within_bounds([70, 26, 4], 100, config)
-    assert not sizes_within_bounds([40, 4], 100, config)  # 56 noise rows count in the whole
-    assert not sizes_within_bounds([], 100, config)
+def test_within_the_margin_the_most_stable_then_the_most_segments_win():
+    flat = [option("kmeans", 0.593, 6), option("kmeans", 0.600, 7), option("kmeans", 0.550, 8)]
+    assert chosen(flat, score_margin=0.02).key == 7  # stability not measured: the most segments within
+    assert chosen(flat, score_margin=0.0).key == 7
+    assert chosen(flat, score_margin=0.1).key == 8
+    steady = [
+        option("kmeans", 0.60, 5, 0.998),
+        option("kmeans", 0.60, 6, 0.97),
+        option("kmeans", 0.61, 7, 0.92),
+    ]
+    assert chosen(steady, score_margin=0.02).key == 6  # 5 and 6 are as stable (to one decimal), 7 less
+    stable = [
+        option("kmeans", 0.60, 3, 0.80),
+        option("kmeans", 0.59, 5, 0.97),
+        option("kmeans", 0.50, 4, 1.0),
+    ]
+    assert chosen(stable, score_margin=0.02).key == 5  # 4 is the most stable, but far below the best
+    assert chosen([option("kmeans", None, 2), option("kmeans", 0.4, 3)]).key == 3
+
+
+def test_unstable_candidates_drop_out_and_the_next_best_compete():
+    options = [
+        option("kmeans", 0.60, 3, 0.40),
+        option("kmeans", 0.59, 4, 0.50),
+        option("kmeans", 0.45, 6, 0.9),
+    ]
+    winner = chosen(options, score_margin=0.02, min_stability=0.6)
+    assert winner.key == 6
+    assert any("unstable" in reason for reason in winner.reasons)
+    all_unstable = [option("kmeans", 0.60, 3, 0.40), option("kmeans", 0.59, 4, 0.55)]
+    assert chosen(all_unstable, min_stability=0.6).key == 4  # the most stable of them, said so
+    assert "no candidate reached stability" in chosen(all_unstable, min_stability=0.6).reasons[-1]
+
+
+def test_candidates_out_of_bounds_compete_only_when_none_is_within():
+    lopsided = option("kmeans", 0.90, 2, within=False)
+    split = [option("kmeans", 0.55, 4), option("kmeans", 0.62, 5)]
+    assert chosen([lopsided, *split], score_margin=0.01).key == 5
+    assert chosen([lopsided, option("kmeans", 0.55, 4, within=False)], score_margin=0.01).key == 2
+
+
+def test_within_bounds_counts_segments_shares_of_all_scored_rows_and_noise():
+    config = ClusteringConfig(min_segment_share=0.05, max_segment_share=0.8, min_segments=2, max_segments=4)
+    assert within_bounds([80, 15, 5], 100, 0.0, config)
+    assert not within_bounds([81, 15, 4], 100, 0.0, config)
+    assert not within_bounds([70, 26, 4], 100, 0.0, config)
+    assert not within_bounds([40, 4], 100, 0.56, config)  # 56 noise rows count in the whole
+    assert not within_bounds([30, 30, 10, 10, 10], 100, 0.1, config)  # more segments than max_segments
+    assert not within_bounds([90], 100, 0.1, config)  # fewer than min_segments
+    assert not within_bounds([40, 30], 100, 0.31, config.model_copy(update={"max_noise_share": 0.3}))
+
+
+def test_auto_judges_each_family_by_its_own_measure_and_prefers_the_simplest():
+    close = [option("hdbscan", 0.655), option("agglomerative", 0.70), option("kmeans", 0.699)]
+    assert choose_among_algorithms(close, ClusteringConfig(score_margin=0.01)).algorithm.name == "kmeans"
+    # DBCV 0.655 is 0.455 above its minimum 0.2; silhouette 0.70 only 0.45 above 0.25: density wins
+    clear = [option("kmeans", 0.60), option("hdbscan", 0.75, noise_share=0.1)]
+    assert choose_among_algorithms(clear, ClusteringConfig()).algorithm.name == "hdbscan"
+    noisy = [option("hdbscan", 0.90, within=False, noise_share=0.45), option("kmeans", 0.60)]
+    assert choose_among_algorithms(noisy, ClusteringConfig()).algorithm.name == "kmeans"
+    steadier = [option("kmeans", 0.60, stability=0.7), option("agglomerative", 0.60, stability=0.95)]
+    assert choose_among_algorithms(steadier, ClusteringConfig()).algorithm.name == "agglomerative"
+
+
+def test_density_clusters_beyond_max_segments_are_merged_by_weighted_ward():
+    features, planted = make_blobs(
+        n_samples=[300, 300, 300, 300],
+        centers=[[0, 0], [0, 1], [10, 0], [10, 1]],
+        cluster_std=0.1,
+        random_state=0,
+    )
+    fit = Fit(planted.astype(np.int64), NearestCentre(np.zeros((1, 2))), {})
+    fit.labels[:10] = -1
+    merged = merged_to(fit, features, max_segments=2)
+    assert merged.params["merged_from"] == 4 and set(merged.labels[10:]) == {0, 1}
+    assert (merged.labels[:10] == -1).all()
+    assert adjusted_rand_score(features[10:, 0] > 5, merged.labels[10:]) == 1.0  # the near pairs joined
+    assert merged_to(fit, features, max_segments=4) is fit
 
 
 def far_group_and_four_near() -> tuple[np.ndarray, np.ndarray]:
@@ -251,36 +337,14 @@ def far_group_and_four_near() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("algorithm", ["kmeans", "birch", "agglomerative", "diana"])
 def test_a_far_outlying_group_does_not_win_the_k_search_with_a_lopsided_split(algorithm):
     features, planted = far_group_and_four_near()
-    config = ClusteringConfig(algorithm=algorithm, fit_sample_size=1_500)
+    config = ClusteringConfig(algorithm=algorithm, fit_sample_size=1_500, k=(2, 10))
     segmentation = fit_segmentation(features, config)
     assert segmentation.n_segments == 5
     assert adjusted_rand_score(planted, segmentation.labels) >= 0.95
     by_k = {row["k"]: row for row in segmentation.k_search}
-    assert by_k[2]["silhouette"] > by_k[5]["silhouette"] + 0.2 and not by_k[2]["sizes_within_bounds"]
+    assert by_k[2]["silhouette"] > by_k[5]["silhouette"] + 0.2 and not by_k[2]["within_bounds"]
     unbounded = fit_segmentation(features, config.model_copy(update={"max_segment_share": 1.0}))
     assert unbounded.n_segments == 2
-
-
-def candidate(
-    name: str, silhouette: float, noise_share: float = 0.0, sizes_within_bounds: bool = True
-) -> Candidate:
-    fit = Fit(np.zeros(3, dtype=np.int64), NearestCentre(np.zeros((1, 2))), {})
-    scores = {"silhouette": silhouette, "noise_share": noise_share}
-    return Candidate(ALGORITHMS[name], fit, scores, [3], sizes_within_bounds=sizes_within_bounds)
-
-
-def test_auto_prefers_the_simplest_close_candidate_and_rejects_noisy_ones():
-    config = ClusteringConfig()  # score_margin 0.01
-    close = [candidate("hdbscan", 0.705), candidate("agglomerative", 0.70), candidate("kmeans", 0.698)]
-    assert choose_candidate(close, config).algorithm.name == "kmeans"
-    noisy = [candidate("hdbscan", 0.90, noise_share=0.45), candidate("kmeans", 0.60)]
-    assert choose_candidate(noisy, config).algorithm.name == "kmeans"
-    clear = [candidate("kmeans", 0.60), candidate("hdbscan", 0.75, noise_share=0.1)]
-    assert choose_candidate(clear, config).algorithm.name == "hdbscan"
-    lopsided = [candidate("kmeans", 0.60), candidate("hdbscan", 0.75, sizes_within_bounds=False)]
-    assert choose_candidate(lopsided, config).algorithm.name == "kmeans"
-    all_lopsided = [candidate("kmeans", 0.60, sizes_within_bounds=False), lopsided[1]]
-    assert choose_candidate(all_lopsided, config).algorithm.name == "hdbscan"
 
 
 @pytest.mark.parametrize("block_rows", [100_000, 97])
@@ -321,12 +385,14 @@ def test_planted_customer_segments_are_recovered(algorithm):
 @pytest.mark.parametrize("algorithm", DENSITY_ALGORITHMS)
 def test_density_methods_find_shapes_and_label_noise(algorithm, shape):
     features, planted = shapes_with_noise(shape)
-    segmentation = fit_segmentation(features, ClusteringConfig(algorithm=algorithm))
+    segmentation = fit_segmentation(features, ClusteringConfig(algorithm=algorithm, min_segments=2))
     in_shape = planted >= 0
     assert segmentation.n_segments == 2
     assert adjusted_rand_score(planted[in_shape], segmentation.labels[in_shape]) >= 0.9
     assert (segmentation.labels[~in_shape] == -1).mean() >= 0.4
-    assert segmentation.k_search == []
+    assert segmentation.scores["measure"] == "dbcv"
+    assert segmentation.scores["dbcv"] >= GateConfig().min_dbcv  # silhouette would have refused the shapes
+    assert all("scale" in row and "k" not in row for row in segmentation.k_search)
     members = segmentation.labels >= 0
     assert segmentation.scores["noise_share"] == pytest.approx(1 - members.mean())
     for segment, centre in enumerate(segmentation.centers):
@@ -348,7 +414,7 @@ def test_the_true_k_is_chosen_on_well_separated_blobs(algorithm):
     assert segmentation.n_segments == 5
     assert adjusted_rand_score(planted, segmentation.labels) >= 0.99
     if algorithm == "kmeans":
-        assert [row["k"] for row in segmentation.k_search] == list(range(2, 11))
+        assert [row["k"] for row in segmentation.k_search] == list(range(3, 11))  # min_segments to max
     else:
         tried = {row["algorithm"] for row in segmentation.leaderboard}
         assert tried == set(ClusteringConfig().auto_candidates)
@@ -361,11 +427,16 @@ def test_wine_and_iris():
     segmentation = fit_segmentation(wine, ClusteringConfig(algorithm="kmeans"))
     assert segmentation.n_segments == 3
     assert adjusted_rand_score(cultivar, segmentation.labels) >= 0.85
-    # silhouette's well-known answer on iris: setosa against the two overlapping species
+    # silhouette's well-known answer on iris is setosa against the two overlapping species; with at
+    # least three segments (the default min_segments) the species come back
     iris, species = load_iris(return_X_y=True)
-    segmentation = fit_segmentation(StandardScaler().fit_transform(iris), ClusteringConfig(algorithm="auto"))
-    assert segmentation.n_segments == 2
-    assert adjusted_rand_score(species == 0, segmentation.labels) >= 0.95
+    iris = StandardScaler().fit_transform(iris)
+    segmentation = fit_segmentation(iris, ClusteringConfig(algorithm="auto"))
+    assert segmentation.n_segments == 3
+    assert adjusted_rand_score(species, segmentation.labels) >= 0.55
+    two = fit_segmentation(iris, ClusteringConfig(algorithm="auto", k=(2, 10)))
+    assert two.n_segments == 2
+    assert adjusted_rand_score(species == 0, two.labels) >= 0.95
 
 
 # ----------------------------------------------------------------------------- assignment, seeds, sampling
@@ -531,7 +602,7 @@ import sys
 import numpy as np
 import segflow.tasks.cluster
 from segflow.clustering import fit_segmentation
-from segflow.config import ClusteringConfig
+from segflow.config import ClusteringConfig, GateConfig
 imported_before = "hdbscan" in sys.modules
 fit_segmentation(np.random.default_rng(0).normal(size=(300, 2)), ClusteringConfig(algorithm="hdbscan"))
 print(imported_before, "hdbscan" in sys.modules)

@@ -14,7 +14,7 @@ def test_minimal_config_gets_the_documented_defaults():
     config = build_config(MINIMAL)
     assert config.sources.transactions.timestamp_column == "order_ts"
     assert config.clustering.algorithm == "auto"
-    assert config.clustering.k == (2, 10)
+    assert config.clustering.k == (3, 10)  # [min_segments, max_segments]
     assert config.gate.min_silhouette == 0.25
     assert config.publish.schema_name == "segments"
     assert config.sources.configured() == [("transactions", config.sources.transactions)]

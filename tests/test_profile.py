@@ -39,12 +39,17 @@ def test_profiles_name_rfm_segments_and_stay_unique():
     profiles = profile_segments(readable, labels, numeric, ["channel"]).set_index("label")
 
     assert profiles.loc[-1, "name"] == NOISE_NAME
-    assert profiles.loc[0, "name"] == "Recent frequent high spenders"
-    assert profiles.loc[1, "name"].startswith("At-risk")
-    assert profiles.loc[2, "name"] == "Lapsed one-time buyers"
+    assert profiles.loc[0, "name"] == "Active frequent high-spend buyers"
+    assert profiles.loc[1, "name"] == "Lapsing repeat buyers"  # 300 days, 9 orders
+    assert profiles.loc[2, "name"] == "Lapsed one-time low-spend buyers"
     assert profiles.loc[3, "name"] == "New one-time buyers"
     assert profiles.loc[4, "name"] == "Never purchased"
-    assert profiles.loc[5, "name"] == "Active occasional buyers"
+    assert profiles.loc[5, "name"] == "Active repeat buyers"
+    assert profiles.loc[2, "description"] == (
+        "150 customers (13.0%). Medians: last order 600 days ago; 1 order; spend 40.2; basket 40; "
+        "first order 699 days ago."
+    )
+    assert profiles.loc[4, "description"].endswith("Medians: no orders.")
     assert profiles["name"].is_unique
     assert profiles["size"].sum() == len(labels)
     assert profiles.loc[0, "features"]["frequency"]["median"] == 40

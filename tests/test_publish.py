@@ -25,6 +25,7 @@ def profiles_for(labels: np.ndarray) -> pd.DataFrame:
             "name": [f"Group {label}" for label in sizes.index],
             "features": [{"x": {"median": 1.0, "mean": 1.0, "lift": 1.0}}] * len(sizes),
             "top_categories": [{}] * len(sizes),
+            "facts": [{}] * len(sizes),  # what the names state: unchanged, so a persisting key keeps its name
             "description": [f"about group {label}" for label in sizes.index],
         }
     )

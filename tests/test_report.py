@@ -31,6 +31,7 @@ def report_inputs(names: list[str]) -> ReportInputs:
         k_search=[
             {"k": k, "silhouette": 0.5, "calinski_harabasz": 100.0, "davies_bouldin": 0.7} for k in (2, 3)
         ],
+        choice=["chose kmeans k=2 (silhouette 0.500)"],
         gate_checks=[
             {
                 "rule": "min_silhouette",

@@ -115,3 +115,27 @@ def test_feasibility_needs_more_customers_than_the_smallest_k_and_a_varying_feat
     assert check_feasible(3, 2, 2).passed
     assert {c.rule for c in check_feasible(2, 2, 2).checks if not c.passed} == {"min_customers"}
     assert {c.rule for c in check_feasible(100, 0, 2).checks if not c.passed} == {"min_features"}
+
+
+def test_density_segmentations_are_judged_by_dbcv_and_the_others_by_silhouette():
+    moons = {"measure": "dbcv", "dbcv": 0.4, "silhouette": 0.07, "stability": 0.95}
+    decision = evaluate_gate(labels(50, 50), moons, NO_DRIFT, GateConfig())
+    assert failed(decision) == {}  # silhouette 0.07 would have rejected two moons found exactly
+    assert "min_dbcv" in [c.rule for c in decision.checks] and "min_silhouette" not in [
+        c.rule for c in decision.checks
+    ]
+    weak = evaluate_gate(labels(50, 50), {**moons, "dbcv": 0.1}, NO_DRIFT, GateConfig())
+    assert failed(weak) == {"min_dbcv": "critical"}
+    blobs = {"measure": "silhouette", "silhouette": 0.2, "dbcv": 0.9, "stability": 0.95}
+    assert failed(evaluate_gate(labels(50, 50), blobs, NO_DRIFT, GateConfig())) == {
+        "min_silhouette": "critical"
+    }
+
+
+def test_fewer_segments_than_min_segments_are_rejected():
+    assert failed(evaluate_gate(labels(50, 50), GOOD_SCORES, NO_DRIFT, GateConfig(), min_segments=3)) == {
+        "min_segments": "critical"
+    }
+    assert (
+        failed(evaluate_gate(labels(40, 30, 30), GOOD_SCORES, NO_DRIFT, GateConfig(), min_segments=3)) == {}
+    )

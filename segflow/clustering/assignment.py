@@ -8,6 +8,7 @@ and its arrays, `SegmentAssigner.from_saved` rebuilds it from them, with no esti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -40,13 +41,56 @@ class AssignmentRule(Protocol):
 
 @dataclass
 class Fit:
-    """One algorithm fitted on some rows."""
+    """One algorithm fitted on some rows. `groups`, when set, merges the rule's own clusters (a density
+    method's, beyond max_segments): own cluster -> group; `labels` are then the groups."""
 
     labels: np.ndarray
     rule: AssignmentRule
     params: dict
     medoids: np.ndarray | None = None
     dendrogram: dict | None = None
+    groups: np.ndarray | None = None
+
+    def assign(self, matrix: np.ndarray) -> np.ndarray:
+        """New rows labelled as the fitted rows are: the rule's cluster, merged into its group."""
+        own = self.rule(matrix)
+        if self.groups is None:
+            return own
+        return np.where(own >= 0, self.groups[np.maximum(own, 0)], NOISE_LABEL)
+
+
+@dataclass
+class Deferred:
+    """A rule built when first used: HDBSCAN's prediction data takes about a second per candidate,
+    and only the chosen candidate's rule labels rows beyond the fit sample."""
+
+    build: Callable[[], AssignmentRule]
+    built: AssignmentRule | None = None
+
+    @property
+    def rule(self) -> AssignmentRule:
+        if self.built is None:
+            self.built = self.build()
+        return self.built
+
+    @property
+    def kind(self) -> str:
+        return self.rule.kind
+
+    @property
+    def describe(self) -> str:
+        return self.rule.describe
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        return self.rule(matrix)
+
+    def saved(self) -> tuple[dict, Arrays]:
+        return self.rule.saved()
+
+
+def concrete(rule: AssignmentRule | Deferred) -> AssignmentRule:
+    """The rule itself, built if it was deferred (what a SegmentAssigner keeps and saves)."""
+    return rule.rule if isinstance(rule, Deferred) else rule
 
 
 @dataclass
@@ -227,7 +271,8 @@ class HdbscanApproximatePredict:
 
 @dataclass
 class FitMemory:
-    """The exact rows a sampled algorithm was fitted on, so they keep the fit's labels."""
+    """The exact rows a sampled algorithm was fitted on, so they keep their labels (the fit's, or
+    the segments they became in a SegmentAssigner)."""
 
     keys: np.ndarray
     labels: np.ndarray
@@ -263,7 +308,8 @@ def row_keys(matrix: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SegmentAssigner:
-    """Assigns rows to segments: the fit's rule, the rows it remembers, and its label -> segment map."""
+    """Assigns rows to segments: the fit's rule with its label -> segment map, and the rows of the fit,
+    which keep their segments."""
 
     rule: AssignmentRule
     segment_of: np.ndarray
@@ -274,10 +320,11 @@ class SegmentAssigner:
         if len(matrix) == 0:
             return np.empty(0, dtype=np.int64)
         own = self.rule(matrix)
+        segments = np.where(own >= 0, self.segment_of[np.maximum(own, 0)], NOISE_LABEL).astype(np.int64)
         if self.memory is not None:
             known, remembered = self.memory.recall(matrix)
-            own[known] = remembered
-        return np.where(own >= 0, self.segment_of[np.maximum(own, 0)], NOISE_LABEL).astype(np.int64)
+            segments[known] = remembered
+        return segments
 
     def saved(self) -> tuple[dict, Arrays]:
         """Settings (the rule's kind and its own settings) and arrays (prefixed rule., memory.)."""

@@ -5,40 +5,63 @@ sample; min_cluster_size = `min_segment_share` of the fit sample (clusters small
 noise, for DBSCAN and OPTICS too). OPTICS cuts its reachability plot at that eps unless `xi` is
 set (xi steep-area extraction fragmented moons and circles in our trials). `hdbscan` is imported
 only when HDBSCAN runs: importing it costs about a second.
+
+A density method finds its own number of clusters. Unless eps or min_cluster_size is configured,
+each is fitted at a few scales of its default (the candidates, as k is for the others), so that
+the choice can keep one whose number of segments lies within [min_segments, max_segments];
+clusters beyond max_segments are merged by the search (`merged_to`).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 from scipy.spatial import cKDTree
 from sklearn import config_context
 from sklearn.cluster import DBSCAN, OPTICS
 
-from segflow.clustering.assignment import Fit, HdbscanApproximatePredict, NearestReferenceWithin
+from segflow.clustering.assignment import Deferred, Fit, HdbscanApproximatePredict, NearestReferenceWithin
 from segflow.tables import NOISE_LABEL
 
 DENSITY_PARAMS = ("min_samples", "min_cluster_size", "min_segment_share")
+# the scales each density method is fitted at when its parameter is derived from the data
+EPS_SCALES = (0.5, 0.75, 1.0, 1.5)  # of the k-distance knee (DBSCAN, OPTICS)
+CLUSTER_SIZE_SCALES = (1, 2, 4, 8)  # of the default min_cluster_size (HDBSCAN)
 
 
-def fit_dbscan(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[None, Fit]:
-    min_samples, eps, eps_from = _density_scale(rows, settings)
+def eps_scales(rows: np.ndarray, settings: dict) -> list[float]:
+    """DBSCAN's and OPTICS' candidates: scales of the knee eps, or the configured eps alone."""
+    return [1.0] if settings["eps"] or settings.get("xi") else list(EPS_SCALES)
+
+
+def cluster_size_scales(rows: np.ndarray, settings: dict) -> list[int]:
+    """HDBSCAN's candidates: multiples of the default min_cluster_size, or the configured one alone."""
+    return [1] if settings["min_cluster_size"] else list(CLUSTER_SIZE_SCALES)
+
+
+def fit_dbscan(rows: np.ndarray, scales: list[float], settings: dict, seed: int) -> dict[float, Fit]:
+    min_samples, knee, eps_from = _density_scale(rows, settings)
     min_cluster_size = _min_cluster_size(rows, settings)
-    estimator = DBSCAN(eps=eps, min_samples=min_samples).fit(rows)
-    labels = without_small_clusters(estimator.labels_, min_cluster_size)
-    core = estimator.core_sample_indices_
-    core = core[labels[core] >= 0]
-    rule = NearestReferenceWithin(
-        rows[core], labels[core], np.full(len(core), eps), "nearest core point within eps"
-    )
-    params = {
-        "eps": eps,
-        "eps_from": eps_from,
-        "min_samples": min_samples,
-        "min_cluster_size": min_cluster_size,
-    }
-    return {None: Fit(labels, rule, params)}
+    fits = {}
+    for scale in scales:
+        eps = knee * scale
+        estimator = DBSCAN(eps=eps, min_samples=min_samples).fit(rows)
+        labels = without_small_clusters(estimator.labels_, min_cluster_size)
+        core = estimator.core_sample_indices_
+        core = core[labels[core] >= 0]
+        rule = NearestReferenceWithin(
+            rows[core], labels[core], np.full(len(core), eps), "nearest core point within eps"
+        )
+        params = {
+            "eps": eps,
+            "eps_from": eps_from if scale == 1.0 else f"{scale:g} x {eps_from}",
+            "min_samples": min_samples,
+            "min_cluster_size": min_cluster_size,
+        }
+        fits[scale] = Fit(labels, rule, params)
+    return fits
 
 
 def without_small_clusters(labels: np.ndarray, min_cluster_size: int) -> np.ndarray:
@@ -79,36 +102,79 @@ def knee_eps(rows: np.ndarray, min_samples: int) -> float:
     return float(curve[int(np.argmax(below_chord))])
 
 
-def fit_hdbscan(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[None, Fit]:
+def fit_hdbscan(rows: np.ndarray, scales: list[int], settings: dict, seed: int) -> dict[int, Fit]:
+    """HDBSCAN at each scale of min_cluster_size. The scales share one minimum spanning tree (the
+    library's joblib cache, in a folder of this call), and each candidate's prediction data (about a
+    second) is made only if its rule is used."""
+    import tempfile
+
     import hdbscan
+    from joblib import Memory
 
-    min_cluster_size = _min_cluster_size(rows, settings)
+    base_size = _min_cluster_size(rows, settings)
     min_samples = settings["min_samples"] or 2 * rows.shape[1]
-    clusterer = hdbscan.HDBSCAN(
-        min_cluster_size=min_cluster_size, min_samples=min_samples, prediction_data=True
-    ).fit(rows)
-    params = {"min_cluster_size": min_cluster_size, "min_samples": min_samples}
-    return {None: Fit(clusterer.labels_.astype(np.int64), HdbscanApproximatePredict.of(clusterer), params)}
+    fits = {}
+    with tempfile.TemporaryDirectory(prefix="segflow-hdbscan-") as cache:
+        for scale in scales:
+            min_cluster_size = min(base_size * scale, max(5, len(rows) // 2))
+            clusterer = hdbscan.HDBSCAN(
+                min_cluster_size=min_cluster_size, min_samples=min_samples, memory=Memory(cache, verbose=0)
+            ).fit(rows)
+            clusterer.memory = None  # the cache folder is gone after this call
+            params = {"min_cluster_size": min_cluster_size, "min_samples": min_samples}
+            rule = Deferred(partial(_predicting, clusterer))
+            fits[scale] = Fit(clusterer.labels_.astype(np.int64), rule, params)
+    return fits
 
 
-def fit_optics(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[None, Fit]:
-    """OPTICS ordering; clusters cut from the reachability plot at eps, or by xi steep areas if xi is set.
+def _predicting(clusterer) -> HdbscanApproximatePredict:
+    clusterer.generate_prediction_data()
+    return HdbscanApproximatePredict.of(clusterer)
+
+
+def fit_optics(rows: np.ndarray, scales: list[float], settings: dict, seed: int) -> dict[float, Fit]:
+    """OPTICS ordering, computed once; clusters cut from the reachability plot at eps (each scale of
+    it), or by xi steep areas if xi is set.
 
     The xi extraction is fragile with default settings (ARI 0.01-0.9 on moons/circles with noise
     at xi=0.05, depending on min_samples and min_cluster_size), hence the eps cut by default.
     """
-    min_samples, eps, eps_from = _density_scale(rows, settings)
+    from sklearn.cluster import cluster_optics_dbscan
+
+    min_samples, knee, eps_from = _density_scale(rows, settings)
     min_cluster_size = _min_cluster_size(rows, settings)
     if settings["xi"] is None:
-        options = {"cluster_method": "dbscan", "eps": eps}
-        params = {"extraction": "reachability cut at eps", "eps": eps, "eps_from": eps_from}
+        options = {"cluster_method": "dbscan", "eps": knee * max(scales)}
     else:
         options = {"cluster_method": "xi", "xi": settings["xi"], "min_cluster_size": min_cluster_size}
-        params = {"extraction": "xi", "xi": settings["xi"]}
     # OPTICS validates its inputs again for every row it expands; the rows are already checked.
     with config_context(assume_finite=True, skip_parameter_validation=True):
         estimator = OPTICS(min_samples=min_samples, **options).fit(rows)
-    labels = without_small_clusters(estimator.labels_, min_cluster_size)
+    fits = {}
+    for scale in scales:
+        if settings["xi"] is None:
+            eps = knee * scale
+            found = cluster_optics_dbscan(
+                reachability=estimator.reachability_,
+                core_distances=estimator.core_distances_,
+                ordering=estimator.ordering_,
+                eps=eps,
+            )
+            params = {"extraction": "reachability cut at eps", "eps": eps, "eps_from": eps_from}
+        else:
+            found, params = estimator.labels_, {"extraction": "xi", "xi": settings["xi"]}
+        labels = without_small_clusters(found, min_cluster_size)
+        fits[scale] = _optics_fit(
+            rows,
+            estimator,
+            labels,
+            {"min_samples": min_samples, "min_cluster_size": min_cluster_size, **params},
+        )
+    return fits
+
+
+def _optics_fit(rows: np.ndarray, estimator: OPTICS, labels: np.ndarray, params: dict) -> Fit:
+    """An OPTICS clustering's fit: its labels and the rule that reaches new rows from its members."""
     # A cluster's reach is the largest reachability inside it (its first point's reachability is
     # the jump into the cluster, so it does not count). A member reaches a new row if both its
     # core distance and its distance to the row are within its cluster's reach.
@@ -127,8 +193,7 @@ def fit_optics(rows: np.ndarray, ks: None, settings: dict, seed: int) -> dict[No
         reach[labels[members]],
         "nearest cluster member within the cluster's reachability",
     )
-    params = {"min_samples": min_samples, "min_cluster_size": min_cluster_size, **params}
-    return {None: Fit(labels, rule, params)}
+    return Fit(labels, rule, params)
 
 
 def _min_cluster_size(rows: np.ndarray, settings: dict) -> int:

@@ -1,35 +1,45 @@
-"""Samples, scores and the choice of k and of an algorithm.
+"""Samples, scores, and the choice of a candidate (k, or a density method's scale) and of an algorithm.
 
 - Sampling. One seeded permutation of the rows gives two nested samples: the fit sample (the
-  first `fit_sample_size` rows) and the score sample (the first `sample_size` rows). Every k
-  search runs on the fit sample.
-- Scoring. Silhouette (exact on the score sample, noise excluded), Calinski-Harabasz and
-  Davies-Bouldin are computed on the same score sample for every candidate, so candidates are
-  compared on the same rows. The sample's distance matrix is computed once and reused.
-- Choosing k: among the candidates whose silhouette is within `score_margin` (absolute, in
-  silhouette units) of the best, the smallest k wins; silhouette is flat across neighbouring k,
-  and the argmax tends to split real segments. Candidates whose segment shares fall outside
-  [`min_segment_share`, `max_segment_share`] compete only when no candidate is within them: a
-  hierarchy's k=2 that splits off one outlying group often ties the real split on silhouette.
-- `auto` searches each of `auto_candidates` on the same samples, drops density results that
-  leave more than `max_noise_share` of the rows as noise, and among those within `score_margin`
-  of the best silhouette picks the one listed first in the registry (partitioning before
-  hierarchical before density: the simplest model that scores as well).
+  first `fit_sample_size` rows) and the score sample (the first `sample_size` rows). Every
+  candidate is fitted on the fit sample and scored on the score sample, so candidates are compared
+  on the same rows; the sample's distance matrix is computed once.
+- Validity. Silhouette judges partitioning and hierarchical methods; DBCV (the density-based
+  clustering validity index of Moulavi et al. 2014, `hdbscan.validity`) judges density methods,
+  whose clusters may be any shape (silhouette punishes two moons found exactly). Each candidate's
+  margin is its validity above its measure's minimum (the gate's), so families compete fairly.
+- Bounds. A candidate competes when its number of segments lies in [min_segments, max_segments],
+  its segment shares in [min_segment_share, max_segment_share] and its noise within
+  max_noise_share; density clusters beyond max_segments are first merged (`merged_to`). When no
+  candidate is within bounds, all compete (the gate then says why the result is refused).
+- Choice. Among the candidates within `score_margin` of the best margin, the most stable wins
+  (adjusted Rand index of refits on subsamples of the fit sample, computed only for these
+  contenders, compared to one decimal); then the one with more segments (as stable and as valid,
+  it tells the marketer more), then the simpler algorithm. Contenders below `min_stability` drop
+  out and the next best compete. On skewed data silhouette alone peaks at the fewest segments;
+  stability and the bounds keep the choice actionable. Every choice comes with the reasons it was
+  made, for the report and `segmentation_runs.details`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.spatial.distance import cdist
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score
 from threadpoolctl import threadpool_limits
 
-from segflow.clustering.assignment import DISTANCE_BLOCK_ROWS, Fit
-from segflow.clustering.registry import SIMPLICITY, Algorithm
+from segflow.clustering.assignment import DISTANCE_BLOCK_ROWS, Fit, segment_centres
+from segflow.clustering.hierarchical import cut_linkage, weighted_ward
+from segflow.clustering.registry import SIMPLICITY, Algorithm, Key
 from segflow.config import ClusteringConfig
 from segflow.errors import SegflowError
+from segflow.tables import NOISE_LABEL
+
+DBCV_ROWS = 1_000  # DBCV is quadratic in each cluster's size: 0.4 s on this many rows, 1.1 s on 2,000
+STABILITY_SHARE = 0.8  # each stability refit sees this share of the fit sample
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,14 @@ class SampleScorer:
                 rows[start : start + DISTANCE_BLOCK_ROWS], rows
             )
 
-    def scores(self, labels: np.ndarray) -> dict:
-        """Silhouette, Calinski-Harabasz and Davies-Bouldin on the non-noise rows; None if < 2 segments."""
+    def scores(self, labels: np.ndarray, measure: str = "silhouette") -> dict:
+        """Silhouette, Calinski-Harabasz and Davies-Bouldin on the non-noise rows (of the first
+        len(labels) rows of the sample), DBCV when it is the measure; the validity (the measure's
+        value) is None if there are fewer than 2 segments."""
+        n = len(labels)
+        rows, distances = (
+            (self.rows, self.distances) if n == len(self.rows) else (self.rows[:n], self.distances[:n, :n])
+        )
         kept = labels >= 0
         n_segments = len(np.unique(labels[kept]))
         scores = {
@@ -69,12 +85,26 @@ class SampleScorer:
             "calinski_harabasz": None,
             "davies_bouldin": None,
             "noise_share": float(1.0 - kept.mean()) if len(labels) else 0.0,
+            "measure": measure,
         }
         if 2 <= n_segments < kept.sum():
-            scores["silhouette"] = silhouette_from_distances(self.distances, labels)
-            scores["calinski_harabasz"] = float(calinski_harabasz_score(self.rows[kept], labels[kept]))
-            scores["davies_bouldin"] = float(davies_bouldin_score(self.rows[kept], labels[kept]))
+            scores["silhouette"] = silhouette_from_distances(distances, labels)
+            scores["calinski_harabasz"] = float(calinski_harabasz_score(rows[kept], labels[kept]))
+            scores["davies_bouldin"] = float(davies_bouldin_score(rows[kept], labels[kept]))
+            if measure == "dbcv":
+                scores["dbcv"] = density_validity(rows[:DBCV_ROWS], labels[:DBCV_ROWS])
+        scores["validity"] = scores.get(measure)
         return scores
+
+
+def density_validity(rows: np.ndarray, labels: np.ndarray) -> float | None:
+    """DBCV of a labelling (noise excluded from the clusters), None with fewer than two clusters."""
+    from hdbscan.validity import validity_index
+
+    clusters, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    if len(clusters) < 2 or sizes.min() < 2:
+        return None
+    return float(validity_index(np.ascontiguousarray(rows, dtype=np.float64), labels))
 
 
 def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> float:
@@ -87,7 +117,9 @@ def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> floa
     _, own = np.unique(labels[kept], return_inverse=True)
     membership = np.zeros((len(labels), own.max() + 1), dtype=distances.dtype)
     membership[kept, own] = 1.0
-    sums = (distances[kept] @ membership).astype(np.float64)
+    # without noise every row is kept: indexing would copy the whole matrix (400 MB at 10k rows)
+    kept_distances = distances if len(kept) == len(labels) else distances[kept]
+    sums = (kept_distances @ membership).astype(np.float64)
     sizes = membership.sum(axis=0).astype(np.float64)
     rows = np.arange(len(kept))
     within = sums[rows, own] / np.maximum(sizes[own] - 1, 1)
@@ -102,74 +134,168 @@ def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> floa
     return float(silhouette.mean())
 
 
+def merged_to(fit: Fit, rows: np.ndarray, max_segments: int) -> Fit:
+    """A fit with at most max_segments clusters: beyond it, clusters are joined by Ward's criterion on
+    their centres weighted by their sizes (the cheapest merges first), noise kept as noise."""
+    own = fit.labels
+    n_own = int(own.max()) + 1 if (own >= 0).any() else 0
+    if n_own <= max_segments:
+        return fit
+    kept = own >= 0
+    sizes = np.bincount(own[kept], minlength=n_own)
+    groups = cut_linkage(weighted_ward(segment_centres(rows, own, n_own), sizes), max_segments)
+    labels = np.where(kept, groups[np.maximum(own, 0)], NOISE_LABEL)
+    return replace(fit, labels=labels, groups=groups, params={**fit.params, "merged_from": n_own})
+
+
 @dataclass
 class Candidate:
-    """An algorithm searched on the fit sample, with its chosen fit and its sample scores."""
+    """One candidate (k, or a density scale) of one algorithm, fitted on the fit sample and scored."""
 
     algorithm: Algorithm
+    key: Key
     fit: Fit
     scores: dict
     segment_sizes: list[int]
-    k_search: list[dict] = field(default_factory=list)
-    sizes_within_bounds: bool = True
+    within_bounds: bool
+    floor: float  # the minimum its validity measure must reach
+    stability: float | None = None
+    stability_measured: bool = False
+    reasons: list[str] = field(default_factory=list)  # why it was chosen, when it was
+    search: list[dict] = field(default_factory=list)  # every candidate of its algorithm
 
     @property
-    def silhouette(self) -> float | None:
-        return self.scores["silhouette"]
+    def validity(self) -> float | None:
+        return self.scores["validity"]
+
+    @property
+    def margin(self) -> float | None:
+        return None if self.validity is None else self.validity - self.floor
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segment_sizes)
+
+    def describe(self) -> str:
+        """The candidate in words, e.g. 'kmeans k=4 (silhouette 0.275, stability 0.99, 4 segments)'."""
+        key = f"k={self.key}" if self.algorithm.takes_k else _params_text(self.fit.params)
+        validity = "n/a" if self.validity is None else f"{self.validity:.3f}"
+        stability = "" if self.stability is None else f", stability {self.stability:.2f}"
+        shares = ""
+        if self.segment_sizes:
+            total = sum(self.segment_sizes) / max(1.0 - self.scores["noise_share"], 1e-9)
+            shares = f", {self.segment_sizes[-1] / total:.0%}-{self.segment_sizes[0] / total:.0%} each"
+        noise = f", {self.scores['noise_share']:.0%} noise" if self.scores["noise_share"] else ""
+        return (
+            f"{self.algorithm.name} {key} ({self.scores['measure']} {validity}{stability}, "
+            f"{self.n_segments} segments{shares}{noise})"
+        )
+
+    def search_row(self) -> dict:
+        return {
+            **({"k": self.key} if self.algorithm.takes_k else {"scale": self.key, "params": self.fit.params}),
+            "n_segments": self.n_segments,
+            **{
+                name: self.scores.get(name)
+                for name in ("silhouette", "dbcv", "calinski_harabasz", "davies_bouldin")
+            },
+            "noise_share": self.scores["noise_share"],
+            "stability": self.stability,
+            "within_bounds": self.within_bounds,
+        }
 
     def leaderboard_row(self) -> dict:
         return {
             "algorithm": self.algorithm.name,
             "family": self.algorithm.family,
             "params": self.fit.params,
-            "scores": self.scores,
+            "scores": {**self.scores, "stability": self.stability},
             "noise_share": self.scores["noise_share"],
             "segment_sizes": self.segment_sizes,
         }
 
 
+def _params_text(params: dict) -> str:
+    shown = {k: v for k, v in params.items() if k in ("eps", "min_cluster_size", "xi", "merged_from")}
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+
+
 def search(
     algorithm: Algorithm, matrix: np.ndarray, samples: Samples, scorer: SampleScorer, config: ClusteringConfig
 ) -> Candidate:
-    """Fit an algorithm on the fit sample (each candidate k if it takes k) and keep the best."""
+    """Fit an algorithm's candidates on the fit sample, score them, and choose one."""
     rows = matrix[samples.fit_rows]
-    low, high = config.k
-    ks = list(range(low, min(high, len(rows) - 1) + 1)) if algorithm.takes_k else None
-    if ks == []:
+    keys = algorithm.candidates(rows, config)
+    if not keys:
         raise SegflowError(
-            f"{algorithm.name} needs at least {low + 1} rows for k >= {low}; the matrix has {len(rows)}"
+            f"{algorithm.name} needs at least {config.k[0] + 1} rows for k >= {config.k[0]}; "
+            f"the matrix has {len(rows)}"
         )
+    settings = algorithm.settings(config)
     # The sample is small: OpenMP's thread start-up and barriers cost more than they save (40x
     # slower k-means on a busy 2-core machine), so the search runs on one OpenMP thread.
     with threadpool_limits(limits=1, user_api="openmp"):
-        fits = algorithm.fit(rows, ks, algorithm.settings(config), config.seed)
-    scored = {}
-    for k, fit in fits.items():
-        labels = _score_sample_labels(fit, matrix, samples)
+        fits = algorithm.fit(rows, keys, settings, config.seed)
+    floor = config.min_dbcv if algorithm.measure == "dbcv" else config.min_silhouette
+    candidates = []
+    for key, fit in fits.items():
+        fit = merged_to(fit, rows, config.max_segments)
+        # a density candidate is scored on the rows it was fitted on: its rule (HDBSCAN's prediction
+        # data, ~1 s) is then built only for the chosen one
+        labels = (
+            fit.labels[: samples.overlap]
+            if algorithm.family == "density"
+            else _score_sample_labels(fit, matrix, samples)
+        )
         sizes = _sizes(labels)
-        scored[k] = (scorer.scores(labels), sizes, sizes_within_bounds(sizes, len(labels), config))
-    k_search = (
-        [
-            {
-                "k": k,
-                "n_segments": len(sizes),
-                **{name: scores[name] for name in ("silhouette", "calinski_harabasz", "davies_bouldin")},
-                "sizes_within_bounds": within,
-            }
-            for k, (scores, sizes, within) in scored.items()
-        ]
-        if algorithm.takes_k
-        else []
-    )
-    chosen = choose_k(k_search, config.score_margin) if algorithm.takes_k else None
-    scores, sizes, within = scored[chosen]
-    return Candidate(algorithm, fits[chosen], scores, sizes, k_search, within)
+        scores = scorer.scores(labels, algorithm.measure)
+        within = within_bounds(sizes, len(labels), scores["noise_share"], config)
+        candidates.append(Candidate(algorithm, key, fit, scores, sizes, within, floor))
+
+    def stability_of(contenders: list[Candidate]) -> list[float | None]:
+        return refit_stability(algorithm, rows, contenders, settings, config)
+
+    chosen = choose(candidates, config, stability_of)
+    chosen.search = [candidate.search_row() for candidate in candidates]
+    return chosen
+
+
+def refit_stability(
+    algorithm: Algorithm,
+    rows: np.ndarray,
+    contenders: list[Candidate],
+    settings: dict,
+    config: ClusteringConfig,
+) -> list[float | None]:
+    """Per contender, the mean adjusted Rand index between its labels and refits of the same candidate
+    on `stability_resamples` random subsamples of the fit sample (noise counts as its own label). Each
+    subsample refits every contender in one call (one linkage serves every k of a hierarchy)."""
+    if config.stability_resamples == 0:
+        return [None] * len(contenders)
+    rng = np.random.default_rng([config.seed, len(rows)])
+    agreements: list[list[float]] = [[] for _ in contenders]
+    keys = [candidate.key for candidate in contenders]
+    with threadpool_limits(limits=1, user_api="openmp"):
+        for round_ in range(config.stability_resamples):
+            subsample = np.sort(
+                rng.choice(len(rows), max(3, int(STABILITY_SHARE * len(rows))), replace=False)
+            )
+            refits = algorithm.fit(rows[subsample], keys, settings, config.seed + round_ + 1)
+            for position, candidate in enumerate(contenders):
+                if candidate.key not in refits:
+                    agreements[position].append(0.0)
+                    continue
+                refit = merged_to(refits[candidate.key], rows[subsample], config.max_segments)
+                agreements[position].append(
+                    adjusted_rand_score(candidate.fit.labels[subsample], refit.labels)
+                )
+    return [float(np.mean(found)) for found in agreements]
 
 
 def _score_sample_labels(fit: Fit, matrix: np.ndarray, samples: Samples) -> np.ndarray:
     """The fit's labels on the score sample: its own where they overlap, its rule beyond."""
     beyond = samples.score_rows[samples.overlap :]
-    assigned = fit.rule(matrix[beyond]) if len(beyond) else np.empty(0, dtype=np.int64)
+    assigned = fit.assign(matrix[beyond]) if len(beyond) else np.empty(0, dtype=np.int64)
     return np.concatenate([fit.labels[: samples.overlap], assigned])
 
 
@@ -177,45 +303,96 @@ def _sizes(labels: np.ndarray) -> list[int]:
     return sorted(np.bincount(labels[labels >= 0]).tolist(), reverse=True) if (labels >= 0).any() else []
 
 
-def sizes_within_bounds(sizes: list[int], n_rows: int, config: ClusteringConfig) -> bool:
-    """Whether every segment's share of the scored rows is within the configured segment share bounds."""
-    return bool(sizes) and (
-        sizes[-1] >= config.min_segment_share * n_rows and sizes[0] <= config.max_segment_share * n_rows
+def within_bounds(sizes: list[int], n_rows: int, noise_share: float, config: ClusteringConfig) -> bool:
+    """Whether a labelling has an actionable number of segments, each of a usable share of the scored
+    rows, and not too much noise."""
+    return (
+        config.min_segments <= len(sizes) <= config.max_segments
+        and sizes[-1] >= config.min_segment_share * n_rows
+        and sizes[0] <= config.max_segment_share * n_rows
+        and noise_share <= config.max_noise_share
     )
 
 
-def choose_k(k_search: list[dict], margin: float) -> int:
-    """The smallest k whose silhouette is within `margin` (absolute) of the best.
-
-    Only the k whose segment sizes are within bounds compete, unless none is: otherwise "one
-    outlying group against everyone else" (a 90% segment) wins near-ties with real splits.
-    """
-    scored = [row for row in k_search if row["silhouette"] is not None]
-    if not scored:
-        raise SegflowError(f"no k in {[row['k'] for row in k_search]} gave two or more segments to score")
-    scored = [row for row in scored if row.get("sizes_within_bounds", True)] or scored
-    best = max(row["silhouette"] for row in scored)
-    return min(row["k"] for row in scored if row["silhouette"] >= best - margin)
-
-
-def choose_candidate(candidates: list[Candidate], config: ClusteringConfig) -> Candidate:
-    """Best sampled silhouette within the margin, simplest algorithm first; too noisy results cannot win,
-    and results with segment sizes out of bounds win only when every result has them."""
-    eligible = [
-        candidate
-        for candidate in candidates
-        if candidate.silhouette is not None and candidate.scores["noise_share"] <= config.max_noise_share
+def choose(
+    candidates: list[Candidate],
+    config: ClusteringConfig,
+    stability_of: Callable[[list[Candidate]], list[float | None]],
+) -> Candidate:
+    """The candidate with the best validity margin that is stable enough; within `score_margin` of
+    the best, the most stable, then the fewer segments, then the simpler algorithm. Its `reasons` say
+    why it won."""
+    scored = [c for c in candidates if c.margin is not None]
+    if not scored:  # the gate will refuse it, saying how many segments it found
+        winner = max(candidates, key=lambda c: c.n_segments)
+        described = "; ".join(c.describe() for c in candidates)
+        winner.reasons = [f"no candidate gave two or more segments: {described}"]
+        return winner
+    within = [c for c in scored if c.within_bounds]
+    pool = within or scored
+    reasons = [] if within else ["no candidate was within the bounds; the best of all competed"]
+    dropped: list[Candidate] = []
+    while pool:
+        best = max(c.margin for c in pool)
+        contenders = [c for c in pool if c.margin >= best - config.score_margin]
+        unmeasured = [c for c in contenders if not c.stability_measured]
+        for candidate, stability in zip(
+            unmeasured, stability_of(unmeasured) if unmeasured else [], strict=True
+        ):
+            candidate.stability, candidate.stability_measured = stability, True
+        stable = [c for c in contenders if c.stability is None or c.stability >= config.min_stability]
+        if stable:
+            winner = min(
+                stable,
+                key=lambda c: (-round(c.stability or 0.0, 1), -c.n_segments, SIMPLICITY[c.algorithm.name]),
+            )
+            winner.reasons = [*reasons, *_why(winner, contenders, dropped, config)]
+            return winner
+        dropped += contenders
+        pool = [c for c in pool if c not in contenders]
+    winner = max(dropped, key=lambda c: (c.stability or 0.0, c.margin))
+    winner.reasons = [
+        *reasons,
+        f"no candidate reached stability {config.min_stability:g}; the most stable is kept",
     ]
-    if not eligible:
-        summary = ", ".join(
-            f"{c.algorithm.name}: silhouette {c.silhouette}, noise {c.scores['noise_share']:.0%}"
-            for c in candidates
+    return winner
+
+
+def _why(
+    winner: Candidate, contenders: list[Candidate], dropped: list[Candidate], config: ClusteringConfig
+) -> list[str]:
+    """Why a candidate won, in sentences."""
+    others = [c for c in contenders if c is not winner]
+    reasons = [f"chose {winner.describe()}"]
+    if others:
+        reasons.append(
+            f"within {config.score_margin:g} of the best {winner.scores['measure']} margin it was the most "
+            "stable, then the one with more segments, then the simpler algorithm, against "
+            + "; ".join(c.describe() for c in others)
         )
-        raise SegflowError(
-            "auto clustering found no usable segmentation (two or more segments and at most "
-            f"{config.max_noise_share:.0%} noise): {summary}"
+    else:
+        reasons.append(f"it had the best {winner.scores['measure']} above its minimum {winner.floor:g}")
+    if dropped:
+        reasons.append(
+            f"better scoring but unstable (below {config.min_stability:g}): "
+            + "; ".join(c.describe() for c in dropped)
         )
-    eligible = [candidate for candidate in eligible if candidate.sizes_within_bounds] or eligible
-    best = max(candidate.silhouette for candidate in eligible)
-    close = [c for c in eligible if c.silhouette >= best - config.score_margin]
-    return min(close, key=lambda candidate: SIMPLICITY[candidate.algorithm.name])
+    return reasons
+
+
+def choose_among_algorithms(candidates: list[Candidate], config: ClusteringConfig) -> Candidate:
+    """`auto`: the algorithms' chosen candidates compete as their own candidates did (their stability
+    is already measured); the winner's reasons also name how the others fell short."""
+    winner = choose(candidates, config, lambda unmeasured: [c.stability for c in unmeasured])
+    others = [c for c in candidates if c is not winner]
+    if others:
+        winner.reasons.append(
+            "the other algorithms: "
+            + "; ".join(
+                f"{c.describe()}, {c.scores['measure']} margin {c.margin:+.3f}"
+                if c.margin is not None
+                else c.describe()
+                for c in others
+            )
+        )
+    return winner

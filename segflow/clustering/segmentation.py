@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, segment_centres
+from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, concrete, segment_centres
 from segflow.clustering.registry import ALGORITHMS, Algorithm
-from segflow.clustering.search import Candidate, Samples, SampleScorer, choose_candidate, search
+from segflow.clustering.search import Candidate, Samples, SampleScorer, choose_among_algorithms, search
 from segflow.config import ClusteringConfig
 from segflow.tables import NOISE_LABEL
 
@@ -34,9 +34,10 @@ class Segmentation:
     n_segments: int
     centers: np.ndarray
     exemplars: np.ndarray
-    scores: dict
-    k_search: list[dict]
+    scores: dict  # silhouette (and DBCV for density methods), the measure that judged it, stability
+    k_search: list[dict]  # every candidate of the chosen algorithm (k, or density scales)
     leaderboard: list[dict]
+    choice: list[str]  # why this algorithm and this number of segments, in sentences
     sampling: dict
     dendrogram: dict | None
     assigner: SegmentAssigner
@@ -49,13 +50,19 @@ def fit_segmentation(matrix: np.ndarray, config: ClusteringConfig) -> Segmentati
     scorer = SampleScorer(matrix[samples.score_rows])
     names = config.auto_candidates if config.algorithm == "auto" else (config.algorithm,)
     candidates = [search(ALGORITHMS[name], matrix, samples, scorer, config) for name in names]
-    winner = choose_candidate(candidates, config) if config.algorithm == "auto" else candidates[0]
+    choice = list(candidates[0].reasons)
+    if config.algorithm == "auto":
+        own_reasons = {id(candidate): list(candidate.reasons) for candidate in candidates}
+        winner = choose_among_algorithms(candidates, config)
+        choice = [*own_reasons[id(winner)], *(f"auto: {reason}" for reason in winner.reasons[1:])]
+    else:
+        winner = candidates[0]
     leaderboard = (
         [{**candidate.leaderboard_row(), "selected": candidate is winner} for candidate in candidates]
         if config.algorithm == "auto"
         else []
     )
-    return _finalise(winner, matrix, samples, scorer, config, leaderboard)
+    return _finalise(winner, matrix, samples, scorer, config, leaderboard, choice)
 
 
 def assign_segments(segmentation: Segmentation, matrix: np.ndarray) -> np.ndarray:
@@ -95,6 +102,7 @@ def _finalise(
     scorer: SampleScorer,
     config: ClusteringConfig,
     leaderboard: list[dict],
+    choice: list[str],
 ) -> Segmentation:
     """Extend the chosen fit to every row, number segments by size, and describe the result."""
     algorithm = candidate.algorithm
@@ -108,6 +116,17 @@ def _finalise(
     segment_of = np.full(n_own, NOISE_LABEL, dtype=np.int64)
     segment_of[by_size] = np.arange(len(by_size))
     labels = np.where(own >= 0, segment_of[np.maximum(own, 0)], NOISE_LABEL).astype(np.int64)
+    # the rule labels rows with its own clusters; merged ones reach their segment through their group
+    segment_of_rule = (
+        segment_of if fit.groups is None else np.where(fit.groups >= 0, segment_of[fit.groups], NOISE_LABEL)
+    )
+    remembered_segments = (
+        None
+        if memory is None
+        else FitMemory(
+            memory.keys, np.where(memory.labels >= 0, segment_of[np.maximum(memory.labels, 0)], NOISE_LABEL)
+        )
+    )
     n_segments = len(by_size)
     centers = segment_centres(matrix, labels, n_segments)
     if fit.medoids is not None:
@@ -115,8 +134,9 @@ def _finalise(
     else:
         exemplars = _nearest_members(matrix, labels, centers)
 
-    scores = scorer.scores(labels[samples.score_rows])
+    scores = scorer.scores(labels[samples.score_rows], algorithm.measure)
     scores["noise_share"] = float((labels < 0).mean())
+    scores["stability"] = candidate.stability
     dendrogram = None
     if fit.dendrogram is not None:
         dendrogram = {**fit.dendrogram, "linkage": fit.dendrogram["linkage"].tolist()}
@@ -137,11 +157,12 @@ def _finalise(
         centers=centers,
         exemplars=np.asarray(exemplars, dtype=np.int64),
         scores=_json_ready(scores),
-        k_search=_json_ready(candidate.k_search),
+        k_search=_json_ready(candidate.search),
         leaderboard=_json_ready(leaderboard),
+        choice=choice,
         sampling=sampling,
         dendrogram=dendrogram,
-        assigner=SegmentAssigner(fit.rule, segment_of, matrix.shape[1], memory),
+        assigner=SegmentAssigner(concrete(fit.rule), segment_of_rule, matrix.shape[1], remembered_segments),
     )
 
 
@@ -162,7 +183,7 @@ def _extend_to_all_rows(
         return fit, own, None
     rest = np.setdiff1d(np.arange(len(matrix)), samples.fit_rows)
     if len(rest):
-        own[rest] = fit.rule(matrix[rest])
+        own[rest] = fit.assign(matrix[rest])
     memory = FitMemory.of(matrix[samples.fit_rows], fit.labels)
     # identical rows get one label, the one assignment gives them (a split may have parted them)
     known, remembered = memory.recall(matrix)
