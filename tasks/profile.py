@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segflow.explain import segment_rules
 from segflow.tables import NOISE_LABEL, NOISE_NAME
 
 RFM_BASE_MEDIANS = ("recency_days", "tenure_days")  # what rfm_name compares a segment's medians with
@@ -114,7 +115,8 @@ def describe(name: str, size: int, share: float, stats: dict[str, dict[str, floa
 def profile_segments(
     readable: pd.DataFrame, labels: np.ndarray, numeric: list[str], categorical: list[str]
 ) -> pd.DataFrame:
-    """One row per segment label: size, share, feature statistics, top categories, name, description."""
+    """One row per segment label: size, share, feature statistics, top categories, name, description
+    and membership rule."""
     stats = feature_statistics(readable, labels, numeric)
     categories = top_categories(readable, labels, categorical)
     overall_median = readable[[c for c in RFM_BASE_MEDIANS if c in numeric]].median().to_dict()
@@ -143,7 +145,23 @@ def profile_segments(
     profiles = pd.DataFrame(rows)
     profiles["name"] = distinct_names(profiles)
     profiles["description"] = [describe(r.name, r.size, r.share, r.features) for r in profiles.itertuples()]
-    return profiles
+    return with_rules(profiles, readable, labels, numeric, categorical)
+
+
+def with_rules(
+    profiles: pd.DataFrame,
+    readable: pd.DataFrame,
+    labels: np.ndarray,
+    numeric: list[str],
+    categorical: list[str],
+) -> pd.DataFrame:
+    """Profiles with each segment's membership rule and its fidelity (noise: None). The rules are
+    learned and measured on the customers profiled: in Dask mode that is the fit sample, the only
+    customers whose readable features are at hand (and a sample is all the trees need)."""
+    rules = segment_rules(readable, labels, numeric, categorical)
+    return profiles.assign(
+        rules=[rules[label].as_record() if label in rules else None for label in profiles["label"]]
+    )
 
 
 def distinct_names(profiles: pd.DataFrame) -> list[str]:
