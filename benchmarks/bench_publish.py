@@ -39,6 +39,7 @@ def profiles_for(labels: np.ndarray) -> pd.DataFrame:
             "name": [f"Segment {label}" for label in sizes.index],
             "features": [{"x": {"median": 1.0, "mean": 1.0, "lift": 1.0}}] * len(sizes),
             "top_categories": [{}] * len(sizes),
+            "rules": [{"conditions": ["x > 1"], "recall": 0.9, "precision": 0.8}] * len(sizes),
             "description": ["-"] * len(sizes),
         }
     )

@@ -7,7 +7,8 @@ Writes the realistic retail and telecom tables of segflow.synthetic once under b
 then runs the flow's stage functions on each with the dataset's config and segflow's defaults:
 ingest, features, preprocess, scale, cluster, stability, gate (without drift: no earlier
 publication) and profiles. It prints the chosen algorithm and k, the candidates' scores, the
-gate's verdict and, per segment, its share, name, feature medians and top categories.
+gate's verdict and, per segment, its share, name, feature medians, top categories and membership
+rule with its recall and precision.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from segflow.tasks.features import build_customer_features, fit_features
 from segflow.tasks.ingest import load_source
 from segflow.tasks.preprocess import prepare_features
 from segflow.tasks.profile import profile_segments
+from segflow.tasks.report import rule_text
 from segflow.tasks.scale import fit_scaling
 from segflow.tasks.validate import evaluate_gate
 
@@ -100,11 +102,13 @@ def report(title: str, result: dict[str, Any]) -> str:
     numeric = result["numeric"]
     lines += [
         "",
-        "| segment | share | " + " | ".join(f"{c} median (mean)" for c in numeric) + " | top categories |",
-        "|---|---:|" + "---:|" * len(numeric) + "---|",
+        "| segment | share | "
+        + " | ".join(f"{c} median (mean)" for c in numeric)
+        + " | top categories | rule (recall, precision) |",
+        "|---|---:|" + "---:|" * len(numeric) + "---|---|",
         "| (everyone) | 100% | "
         + " | ".join(f"{result['overall'][c]:,.4g} ({result['mean'][c]:,.4g})" for c in numeric)
-        + " | |",
+        + " | | |",
     ]
     for row in result["profiles"].itertuples():
         medians = " | ".join(
@@ -114,7 +118,9 @@ def report(title: str, result: dict[str, Any]) -> str:
             f"{column}: " + ", ".join(f"{value} {share:.0%}" for value, share in list(shares.items())[:2])
             for column, shares in row.top_categories.items()
         )
-        lines.append(f"| {row.name} | {row.share:.1%} | {medians} | {categories} |")
+        fidelity = f" ({row.rules['recall']:.0%}, {row.rules['precision']:.0%})" if row.rules else ""
+        rule = rule_text(row.rules) + fidelity
+        lines.append(f"| {row.name} | {row.share:.1%} | {medians} | {categories} | {rule} |")
     return "\n".join(lines) + "\n"
 
 

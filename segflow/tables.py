@@ -72,6 +72,7 @@ TABLES: dict[str, TableSpec] = {
                 ("share", pa.float64()),
                 ("features", pa.string()),
                 ("top_categories", pa.string()),
+                ("rules", pa.string()),  # JSON: conditions, recall, precision (noise: null)
             ),
             primary_key=("as_of", "segment_key"),
             mode="per_as_of",

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segflow.config import NamingConfig
+from segflow.explain import segment_rules
 from segflow.naming import (
     MEDIAN_WORDS,
     Base,
@@ -75,7 +76,7 @@ def profile_segments(
     rules: NamingConfig = DEFAULT_NAMING,
 ) -> pd.DataFrame:
     """One row per segment label: size, share, feature statistics, top categories, the facts its
-    name states, a unique name, and a description."""
+    name states, a unique name, a description and a membership rule."""
     stats = feature_statistics(readable, labels, numeric)
     categories = top_categories(readable, labels, categorical)
     base = Base.of(readable, numeric, categorical)
@@ -109,7 +110,23 @@ def profile_segments(
         row["name"] = names.get(row["label"], row["name"])
     profiles = pd.DataFrame(rows).drop(columns=["medians", "modes"])
     profiles["description"] = [describe(r.size, r.share, r.features) for r in profiles.itertuples()]
-    return profiles
+    return with_rules(profiles, readable, labels, numeric, categorical)
+
+
+def with_rules(
+    profiles: pd.DataFrame,
+    readable: pd.DataFrame,
+    labels: np.ndarray,
+    numeric: list[str],
+    categorical: list[str],
+) -> pd.DataFrame:
+    """Profiles with each segment's membership rule and its fidelity (noise: None). The rules are
+    learned and measured on the customers profiled: in Dask mode that is the fit sample, the only
+    customers whose readable features are at hand (and a sample is all the trees need)."""
+    rules = segment_rules(readable, labels, numeric, categorical)
+    return profiles.assign(
+        rules=[rules[label].as_record() if label in rules else None for label in profiles["label"]]
+    )
 
 
 def with_population_sizes(profiles: pd.DataFrame, population: np.ndarray) -> pd.DataFrame:

@@ -243,6 +243,7 @@ def profiles_table(
                 "share": profiles["share"],
                 "features": [json.dumps(f, sort_keys=True) for f in profiles["features"]],
                 "top_categories": [json.dumps(c, sort_keys=True) for c in profiles["top_categories"]],
+                "rules": [json.dumps(r, ensure_ascii=False) if r else None for r in profiles["rules"]],
             }
         )
         .sort_values("segment_key")

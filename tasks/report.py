@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segflow.explain import conditions_text
 from segflow.files import write_atomically
 
 matplotlib.use("Agg")
@@ -50,7 +51,7 @@ class ReportInputs:
     k_search: list[dict[str, Any]]
     choice: list[str]  # why this algorithm and this number of segments
     gate_checks: list[dict[str, Any]]
-    segments: pd.DataFrame  # segment_key, segment_name, description, size, share, features (dict)
+    segments: pd.DataFrame  # segment_key, segment_name, description, size, share, features, rules (dicts)
     migration: pd.DataFrame  # rows: last publication's keys (or "new"), columns: this run's keys
     projection: np.ndarray  # 2-D coordinates of a sample of customers
     projection_keys: np.ndarray  # their segment keys
@@ -173,6 +174,23 @@ def plots(inputs: ReportInputs) -> dict[str, str]:
     return charts
 
 
+def rule_text(rule: dict[str, Any] | None) -> str:
+    """A segment's membership rule in words ('recency > 365 days and orders = 1'); noise has none."""
+    if rule is None:
+        return "no rule: these customers fit no segment"
+    return conditions_text(rule["conditions"])
+
+
+def fidelity_text(rule: dict[str, Any] | None) -> str:
+    """How faithful a rule is, in words."""
+    if rule is None:
+        return ""
+    return (
+        f"captures {rule['recall']:.0%} of the segment; "
+        f"{rule['precision']:.0%} of the customers it captures are in the segment"
+    )
+
+
 def profile_rows(segments: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
     """Median and lift of each numeric feature per segment, as table rows."""
     features = sorted({f for stats in segments["features"] for f in stats})
@@ -200,8 +218,12 @@ th:first-child, td:first-child, .text { text-align: left; }
 <h1>Customer segments as of {{ i.as_of }}</h1>
 <p class="lead">{{ summary }}</p>
 <h2>The segments</h2>
-<table><tr><th>segment</th><th>customers</th><th>share</th><th class="text">what sets it apart</th></tr>
+<p>Each segment's rule is the plainest description that picks out its customers, with how well
+it does: the share of the segment it captures, and the share of those it captures who are in it.</p>
+<table><tr><th>segment</th><th class="text">rule</th><th>customers</th><th>share</th>
+<th class="text">what sets it apart</th></tr>
 {% for s in segments %}<tr><td>{{ s.segment_name }}<br><small>{{ s.segment_key }}</small></td>
+<td class="text">{{ rule_text(s.rules) }}<br><small>{{ fidelity_text(s.rules) }}</small></td>
 <td>{{ "{:,}".format(s.size) }}</td><td>{{ "{:.1%}".format(s.share) }}</td>
 <td class="text">{{ s.description }}</td></tr>{% endfor %}</table>
 <img src="{{ charts.sizes }}" alt="segment sizes">
@@ -270,6 +292,8 @@ def render_report(inputs: ReportInputs) -> str:
         charts=plots(inputs),
         params=", ".join(f"{k}={v}" for k, v in inputs.params.items()),
         validity=validity_text(inputs.scores),
+        rule_text=rule_text,
+        fidelity_text=fidelity_text,
     )
 
 
@@ -308,7 +332,8 @@ def report_inputs(
 ) -> ReportInputs:
     """Gather the aggregates of a run (its segment_profiles rows, scores, gate) for the page."""
     segments = segment_profiles[["segment_key", "segment_name", "description", "size", "share"]].assign(
-        features=[json.loads(f) for f in segment_profiles["features"]]
+        features=[json.loads(f) for f in segment_profiles["features"]],
+        rules=[json.loads(r) if isinstance(r, str) else None for r in segment_profiles["rules"]],
     )
     row_keys = pd.Series(segmentation.labels).map(keys).to_numpy()
     projection, projection_keys, silhouette = projection_and_silhouette(matrix, row_keys, seed=0)
@@ -338,6 +363,11 @@ def markdown_text(text: str) -> str:
     return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", str(text)).replace("\n", " ")
 
 
+def fidelity_cells(rule: dict[str, Any] | None) -> str:
+    """A rule's recall and precision as two Markdown table cells (empty where there is no rule)."""
+    return " | " if rule is None else f"{rule['recall']:.0%} | {rule['precision']:.0%}"
+
+
 def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
     """The on-call summary of a run: the verdict and its reasons, the segments, the k search."""
     verdict = {
@@ -358,10 +388,11 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
         "",
         "Gate: " + ("; ".join(failed) or "all checks passed"),
         "",
-        "| segment | key | customers | share |",
-        "| --- | --- | --- | --- |",
+        "| segment | key | customers | share | rule | recall | precision |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         *[
-            f"| {markdown_text(s.segment_name)} | {s.segment_key} | {s.size:,} | {s.share:.1%} |"
+            f"| {markdown_text(s.segment_name)} | {s.segment_key} | {s.size:,} | {s.share:.1%} "
+            f"| {markdown_text(rule_text(s.rules))} | {fidelity_cells(s.rules)} |"
             for s in inputs.segments.sort_values("size", ascending=False).itertuples()
         ],
     ]
@@ -371,8 +402,8 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
         lines += ["", "| k | silhouette | stability | within bounds |", "| --- | --- | --- | --- |"]
         lines += [
             f"| {row['k']} | {row['silhouette']:.3f} | "
-            + ("-" if row["stability"] is None else f"{row['stability']:.2f}")
-            + f" | {'yes' if row['within_bounds'] else 'no'} |"
+            + ("-" if row.get("stability") is None else f"{row['stability']:.2f}")
+            + f" | {'yes' if row.get('within_bounds', True) else 'no'} |"
             for row in searched
         ]
     return "\n".join(lines)

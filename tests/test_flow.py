@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import duckdb
@@ -102,10 +103,14 @@ def test_unseen_tables_with_customers_publish_to_duckdb_and_rerun_is_idempotent(
             " (SELECT count(*) FROM segments.segment_changes),"
             " (SELECT count(*) FROM segments.segmentation_runs)"
         ).fetchall()[0]
-        profiles = connection.sql("SELECT segment_name, top_categories FROM segments.segment_profiles").df()
+        profiles = connection.sql(
+            "SELECT segment_name, top_categories, rules FROM segments.segment_profiles"
+        ).df()
     assert counts == (1200, 1200, 2)  # one run row per run; the segment tables as after one
     assert profiles["segment_name"].is_unique
     assert profiles["top_categories"].str.contains("Region").all()
+    for rule in map(json.loads, profiles["rules"]):  # k-means: every customer is in a segment with a rule
+        assert 1 <= len(rule["conditions"]) <= 3 and 0 < rule["recall"] <= 1 and 0 < rule["precision"] <= 1
 
 
 def test_critical_contract_failure_publishes_nothing_and_keeps_the_rows(tmp_path, small_demo):

@@ -10,6 +10,7 @@ import pytest
 from segflow.errors import ConfigError
 from segflow.ledger import RunFacts, RunLedger
 from segflow.stores import StoredState
+from segflow.tables import NOISE_LABEL
 from segflow.tasks.publish import build_publication, publication_writes
 
 DAY1, DAY2 = date(2026, 5, 1), date(2026, 5, 2)
@@ -26,6 +27,12 @@ def profiles_for(labels: np.ndarray) -> pd.DataFrame:
             "features": [{"x": {"median": 1.0, "mean": 1.0, "lift": 1.0}}] * len(sizes),
             "top_categories": [{}] * len(sizes),
             "facts": [{}] * len(sizes),  # what the names state: unchanged, so a persisting key keeps its name
+            "rules": [
+                None
+                if label == NOISE_LABEL
+                else {"conditions": [f"x > {label}"], "recall": 0.9, "precision": 0.8}
+                for label in sizes.index
+            ],
             "description": [f"about group {label}" for label in sizes.index],
         }
     )

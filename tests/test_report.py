@@ -9,7 +9,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from segflow.tasks.report import ReportInputs, render_report, write_report
+from segflow.tasks.report import ReportInputs, render_report, run_summary_markdown, write_report
 
 AS_OF = date(2026, 11, 1)
 RUN_ID = "20261101-abcdef0123"
@@ -49,6 +49,7 @@ def report_inputs(names: list[str]) -> ReportInputs:
                 "size": [100 * (i + 1) for i in range(len(names))],
                 "share": [0.2] * len(names),
                 "features": [{"spend": {"median": 1.0, "lift": 1.2}}] * len(names),
+                "rules": [{"conditions": ["spend > 100"], "recall": 0.9, "precision": 0.8}] * len(names),
             }
         ),
         migration=pd.DataFrame(np.ones((len(names), len(names)), dtype=int), index=keys, columns=keys),
@@ -84,3 +85,25 @@ def test_the_report_is_written_without_following_a_link_planted_at_its_old_tempo
     assert not path.is_symlink() and path.read_text() == "<html>report</html>"
     assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0  # not readable by every user
     assert sorted(p.name for p in folder.iterdir()) == [planted.name, path.name]  # no temporary left
+
+
+def test_each_segments_rule_and_fidelity_are_shown_next_to_its_name_on_the_page_and_in_the_summary():
+    inputs = report_inputs(["Lapsed one-time buyers", "Atypical customers"])
+    inputs.segments["rules"] = [
+        {"conditions": ["recency > 365 days", "orders = 1"], "recall": 0.94, "precision": 0.875},
+        None,  # noise has no rule
+    ]
+    html = render_report(inputs)
+    rows = {row.split("<br>")[0]: row for row in html.split("<tr><td>")[1:]}
+    lapsed = rows["Lapsed one-time buyers"]
+    assert "recency &gt; 365 days and orders = 1" in lapsed
+    assert "captures 94% of the segment; 88% of the customers it captures are in the segment" in lapsed
+    assert "no rule" in rows["Atypical customers"]
+
+    summary = run_summary_markdown(inputs, None)
+    lapsed_row = "| Lapsed one-time buyers | seg-0001 | 100 | 20.0% | recency \\> 365 days and orders = 1 "
+    assert lapsed_row + "| 94% | 88% |" in summary
+    assert (
+        "| Atypical customers | seg-0002 | 200 | 20.0% | no rule: these customers fit no segment |  |  |"
+        in summary
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import duckdb
@@ -16,6 +17,8 @@ from psycopg import sql
 from segflow.errors import PublishError
 from segflow.ledger import RunFacts, RunLedger
 from segflow.stores import DuckDBStore, ParquetStore, PostgresStore, TableWrite
+from segflow.tables import NOISE_LABEL, NOISE_SEGMENT_KEY
+from segflow.tasks.profile import profile_segments
 from segflow.tasks.publish import build_publication, publication_writes
 from tests.test_publish import profiles_for
 
@@ -82,6 +85,33 @@ def test_publish_then_rerun_the_same_date_is_idempotent(target):
     assert sorted(pd.to_datetime(runs["as_of"]).dt.date) == [DAY1, DAY2, DAY2]  # one row per run
     assert len(read("segment_profiles")) == 6
     assert snapshot["customer_id"].is_unique and len(snapshot) == len(IDS)
+
+
+def test_segment_profiles_hold_each_segments_rule_as_json_and_none_for_noise(target):
+    """Spend 0..499: customers 0-9 are noise, 10-249 segment 0, 250-499 segment 1. Spend is whole,
+    so the thresholds are whole: between 9 and 10 and between 249 and 250 no whole number lies
+    strictly inside, and the rule says the lower one."""
+    store, read = target
+    spend = np.arange(len(IDS), dtype=float)
+    segment_labels = np.where(spend >= 250, 1, 0)
+    segment_labels[:10] = NOISE_LABEL
+    profiles = profile_segments(pd.DataFrame({"spend": spend}), segment_labels, ["spend"], [])
+    ledger = RunLedger(as_of=DAY1, id_type=pa.string())
+    publication = build_publication(pd.Series(IDS), segment_labels, profiles, store.read_state(DAY1), ledger)
+    store.publish(DAY1, publication_writes(publication, ledger, RunFacts()))
+
+    rules = read("segment_profiles").set_index("segment_key")["rules"]
+    assert json.loads(rules[publication.keys[0]]) == {
+        "conditions": ["9 < spend ≤ 249"],
+        "recall": 1.0,
+        "precision": 1.0,
+    }
+    assert json.loads(rules[publication.keys[1]]) == {
+        "conditions": ["spend > 249"],
+        "recall": 1.0,
+        "precision": 1.0,
+    }
+    assert pd.isna(rules[NOISE_SEGMENT_KEY])
 
 
 class UnreadableRows:
