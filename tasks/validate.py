@@ -6,7 +6,7 @@ run unless `gate.override` gives a reason to publish anyway; failed warnings are
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, get_args
 
 import numpy as np
@@ -101,10 +101,27 @@ def check_feasible(n_customers: int, n_features: int, k_low: int) -> GateDecisio
     )
 
 
+# The RFM map's cells are defined by a rule, not found in the data: how compact they are and how small
+# the smallest is say nothing against publishing them, so those rules are shown but not judged.
+RULE_FAMILIES = frozenset({"map"})
+NOT_JUDGED_FOR_RULES = ("min_silhouette", "min_segment_share")
+
+
+def not_judged(check: GateCheck) -> GateCheck:
+    """A check shown for information: it passes whatever its value."""
+    reason = "not judged: the RFM map's cells are defined by a rule, not found"
+    return replace(check, passed=True, severity="info", message=f"{check.message} ({reason})")
+
+
 def evaluate_gate(
-    labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
+    labels: np.ndarray,
+    scores: dict[str, Any],
+    drift: dict[str, float | None],
+    gate: GateConfig,
+    family: str = "partitioning",
 ) -> GateDecision:
-    """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift."""
+    """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift. `family`:
+    the algorithm's family (the registry's); a rule-based map is not judged on cluster quality."""
     severity = {rule: gate.severity.get(rule, "critical") for rule in get_args(GateRule)}
     shares, noise = segment_shares(labels)
     silhouette = scores.get("silhouette")
@@ -165,6 +182,8 @@ def evaluate_gate(
             upper=True,
         ),
     ]
+    if family in RULE_FAMILIES:
+        checks = [not_judged(check) if check.rule in NOT_JUDGED_FOR_RULES else check for check in checks]
     measures = {
         "noise_share": noise,
         "segment_shares": sorted(shares.round(4).tolist(), reverse=True),
@@ -184,8 +203,10 @@ def segmentation_stability(
     params: dict[str, Any],
     config: ClusteringConfig,
     resamples: int,
+    rfm_positions: tuple[int, ...] | None = None,
 ) -> float | None:
-    """Mean adjusted Rand index between the segmentation and refits on random subsamples."""
+    """Mean adjusted Rand index between the segmentation and refits on random subsamples (the RFM
+    map's refits learn their edges on the subsample)."""
     if resamples == 0:
         return None
     k = params.get("k")
@@ -196,7 +217,7 @@ def segmentation_stability(
     for round_ in range(resamples):
         rows = rng.choice(base, size=max(3, int(STABILITY_SHARE * len(base))), replace=False)
         refit = fit_segmentation(
-            matrix[rows], refit_config.model_copy(update={"seed": config.seed + round_ + 1})
+            matrix[rows], refit_config.model_copy(update={"seed": config.seed + round_ + 1}), rfm_positions
         )
         agreements.append(adjusted_rand_score(labels[rows], refit.labels))
     return float(np.mean(agreements))
@@ -207,7 +228,13 @@ def stability_task(
     matrix: np.ndarray, segmentation: Any, config: ClusteringConfig, resamples: int
 ) -> float | None:
     stability = segmentation_stability(
-        matrix, segmentation.labels, segmentation.algorithm, segmentation.params, config, resamples
+        matrix,
+        segmentation.labels,
+        segmentation.algorithm,
+        segmentation.params,
+        config,
+        resamples,
+        segmentation.rfm_positions,
     )
     if stability is not None:
         get_run_logger().info(
@@ -227,12 +254,13 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(
     labels: np.ndarray,
-    scores: dict[str, Any],
+    segmentation: Any,
     stability: float | None,
     drift: dict[str, float | None],
     gate: GateConfig,
 ) -> GateDecision:
-    decision = evaluate_gate(labels, {**scores, "stability": stability}, drift, gate)
+    scores = {**segmentation.scores, "stability": stability}
+    decision = evaluate_gate(labels, scores, drift, gate, segmentation.family)
     logger = get_run_logger()
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate: %s", check.message)

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from sklearn.metrics.pairwise import pairwise_distances_argmin
 
+from segflow.rfm import RfmMap
 from segflow.saved_model import with_prefix, without_prefix
 from segflow.tables import NOISE_LABEL
 
@@ -47,6 +48,7 @@ class Fit:
     params: dict
     medoids: np.ndarray | None = None
     dendrogram: dict | None = None
+    names: tuple[str, ...] | None = None  # names of the fit's own labels, where they are defined (a map)
 
 
 @dataclass
@@ -300,7 +302,9 @@ class SegmentAssigner:
         return cls(rule, arrays["segment_of"], int(settings["n_features"]), memory)
 
 
-RULES = {rule.kind: rule for rule in (NearestCentre, NearestReferenceWithin, HdbscanApproximatePredict)}
+RULES = {
+    rule.kind: rule for rule in (NearestCentre, NearestReferenceWithin, HdbscanApproximatePredict, RfmMap)
+}
 
 
 def segment_centres(matrix: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:

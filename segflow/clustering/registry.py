@@ -17,9 +17,11 @@ from segflow.clustering.assignment import Fit
 from segflow.clustering.density import DENSITY_PARAMS, fit_dbscan, fit_hdbscan, fit_optics
 from segflow.clustering.hierarchical import fit_agglomerative, fit_birch, fit_diana
 from segflow.clustering.partitioning import fit_clara, fit_kmeans, fit_kmedoids, refit_kmeans
+from segflow.clustering.rfm_map import fit_rfm_map, refit_rfm_map
 from segflow.config import ClusteringConfig
+from segflow.rfm import RfmMap
 
-Family = Literal["partitioning", "hierarchical", "density"]
+Family = Literal["partitioning", "hierarchical", "density", "map"]
 FitFunction = Callable[[np.ndarray, list[int] | None, dict, int], dict[int | None, Fit]]
 RefitFunction = Callable[[np.ndarray, Fit, dict, int], Fit]
 
@@ -40,8 +42,11 @@ class Algorithm:
     fit: FitFunction
     refit: RefitFunction | None = None
 
-    def settings(self, config: ClusteringConfig) -> dict:
-        return {name: getattr(config, name) for name in self.params}
+    def settings(self, config: ClusteringConfig, rfm: RfmMap | None = None) -> dict:
+        """The config fields it reads; a map also reads the RFM map fitted on the matrix (None without
+        RFM features)."""
+        settings = {name: getattr(config, name) for name in self.params}
+        return {**settings, "rfm": rfm} if self.family == "map" else settings
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -56,7 +61,10 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("hdbscan", "density", False, DENSITY_PARAMS, fit_hdbscan),
         Algorithm("dbscan", "density", False, ("eps", *DENSITY_PARAMS), fit_dbscan),
         Algorithm("optics", "density", False, ("eps", *DENSITY_PARAMS, "xi"), fit_optics),
+        # the fixed RFM map: the baseline of every run with RFM features, never an `auto` candidate
+        Algorithm("rfm", "map", False, (), fit_rfm_map, refit_rfm_map),
     )
 }
+RFM_MAP_ALGORITHM = "rfm"
 # `auto` prefers, among results that score as well, the one listed first (the simplest model)
 SIMPLICITY = {name: rank for rank, name in enumerate(ALGORITHMS)}

@@ -30,6 +30,7 @@ from segflow.clustering.assignment import DISTANCE_BLOCK_ROWS, Fit
 from segflow.clustering.registry import SIMPLICITY, Algorithm
 from segflow.config import ClusteringConfig
 from segflow.errors import SegflowError
+from segflow.rfm import RfmMap
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,12 @@ class Candidate:
 
 
 def search(
-    algorithm: Algorithm, matrix: np.ndarray, samples: Samples, scorer: SampleScorer, config: ClusteringConfig
+    algorithm: Algorithm,
+    matrix: np.ndarray,
+    samples: Samples,
+    scorer: SampleScorer,
+    config: ClusteringConfig,
+    rfm: RfmMap | None = None,
 ) -> Candidate:
     """Fit an algorithm on the fit sample (each candidate k if it takes k) and keep the best."""
     rows = matrix[samples.fit_rows]
@@ -142,7 +148,7 @@ def search(
     # The sample is small: OpenMP's thread start-up and barriers cost more than they save (40x
     # slower k-means on a busy 2-core machine), so the search runs on one OpenMP thread.
     with threadpool_limits(limits=1, user_api="openmp"):
-        fits = algorithm.fit(rows, ks, algorithm.settings(config), config.seed)
+        fits = algorithm.fit(rows, ks, algorithm.settings(config, rfm), config.seed)
     scored = {}
     for k, fit in fits.items():
         labels = _score_sample_labels(fit, matrix, samples)
@@ -174,7 +180,9 @@ def _score_sample_labels(fit: Fit, matrix: np.ndarray, samples: Samples) -> np.n
 
 
 def _sizes(labels: np.ndarray) -> list[int]:
-    return sorted(np.bincount(labels[labels >= 0]).tolist(), reverse=True) if (labels >= 0).any() else []
+    """The sizes of the segments the labels use, largest first (a map's empty cells are no segment)."""
+    _, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    return sorted(sizes.tolist(), reverse=True)
 
 
 def sizes_within_bounds(sizes: list[int], n_rows: int, config: ClusteringConfig) -> bool:
