@@ -112,9 +112,14 @@ def describe(name: str, size: int, share: float, stats: dict[str, dict[str, floa
 
 
 def profile_segments(
-    readable: pd.DataFrame, labels: np.ndarray, numeric: list[str], categorical: list[str]
+    readable: pd.DataFrame,
+    labels: np.ndarray,
+    numeric: list[str],
+    categorical: list[str],
+    defined_names: dict[int, str] | None = None,
 ) -> pd.DataFrame:
-    """One row per segment label: size, share, feature statistics, top categories, name, description."""
+    """One row per segment label: size, share, feature statistics, top categories, name, description.
+    `defined_names`: the names an algorithm gives its segments (the RFM map's cells), used as they are."""
     stats = feature_statistics(readable, labels, numeric)
     categories = top_categories(readable, labels, categorical)
     overall_median = readable[[c for c in RFM_BASE_MEDIANS if c in numeric]].median().to_dict()
@@ -125,8 +130,11 @@ def profile_segments(
             r.feature: {"median": float(r.median), "mean": float(r.mean), "lift": float(r.lift)}
             for r in stats[stats["label"] == label].itertuples()
         }
+        defined = bool(defined_names) and label in defined_names
         if label == NOISE_LABEL:
             name = NOISE_NAME
+        elif defined:
+            name = defined_names[label]
         else:
             name = rfm_name(segment_stats, overall_median) or lift_name(segment_stats)
         share = size / len(labels)
@@ -136,6 +144,7 @@ def profile_segments(
                 "size": int(size),
                 "share": float(share),
                 "name": name,
+                "name_defined": defined,  # the algorithm's name for it: publishing never keeps an older one
                 "features": segment_stats,
                 "top_categories": categories.get(int(label), {}),
             }
@@ -176,9 +185,12 @@ def profile_task(
     numeric: list[str],
     categorical: list[str],
     population: np.ndarray,
+    defined_names: dict[int, str] | None = None,
 ) -> pd.DataFrame:
     """Profiles of the fitted customers' segments, sized over the whole population."""
-    profiles = with_population_sizes(profile_segments(readable, labels, numeric, categorical), population)
+    profiles = with_population_sizes(
+        profile_segments(readable, labels, numeric, categorical, defined_names), population
+    )
     logger = get_run_logger()
     for row in profiles.itertuples():
         logger.info(

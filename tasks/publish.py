@@ -17,6 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from segflow.errors import ConfigError
 from segflow.ledger import RunFacts, RunLedger
 from segflow.retry import IO_RETRY_POLICY
+from segflow.rfm import scores_table
 from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
 from segflow.tables import CUSTOMER_ID, NOISE_LABEL, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
 
@@ -139,12 +140,14 @@ def assign_segment_keys(
 def segment_names(
     profiles: pd.DataFrame, keys: dict[int, str], definitions: pd.DataFrame
 ) -> dict[str, tuple[str, str]]:
-    """Name and description per key: a persisting segment keeps its name."""
+    """Name and description per key: a persisting segment keeps its name, unless its algorithm
+    defines it (the RFM map's cells)."""
     known = dict(zip(definitions["segment_key"], definitions["segment_name"], strict=True))
     names: dict[str, tuple[str, str]] = {}
     for row in profiles.itertuples():
         key = keys[row.label]
-        names[key] = (known.get(key, row.name), row.description)
+        defined = getattr(row, "name_defined", False)
+        names[key] = (row.name if defined else known.get(key, row.name), row.description)
     taken: dict[str, int] = {}
     for key in sorted(names):
         name, description = names[key]
@@ -276,8 +279,10 @@ def build_publication(
     profiles: pd.DataFrame,
     stored: StoredState,
     ledger: RunLedger,
+    rfm_scores: np.ndarray | None = None,
 ) -> Publication:
-    """The segment tables of a run, keyed so that persisting segments keep their identity."""
+    """The segment tables of a run, keyed so that persisting segments keep their identity, and with
+    RFM features each customer's RFM scores (`customer_rfm_scores`), swapped in with them."""
     run_id, as_of, id_type = ledger.run_id, ledger.as_of, ledger.id_type
     assignments = pd.DataFrame({CUSTOMER_ID: customer_ids.to_numpy(), "label": labels})
     before, replaced = state_before(stored, as_of)
@@ -305,6 +310,10 @@ def build_publication(
             "all",
         ),
     ]
+    if rfm_scores is not None:
+        writes.append(
+            TableWrite("customer_rfm_scores", scores_table(customer_ids, rfm_scores, as_of, id_type), "all")
+        )
     counts = {
         "customers": len(snapshot),
         "changes": len(changes),
@@ -441,8 +450,9 @@ def build_publication_task(
     profiles: pd.DataFrame,
     stored: StoredState,
     ledger: RunLedger,
+    rfm_scores: np.ndarray | None = None,
 ) -> Publication:
-    return build_publication(customer_ids, labels, profiles, stored, ledger)
+    return build_publication(customer_ids, labels, profiles, stored, ledger, rfm_scores)
 
 
 def change_preview(publication: Publication, stored: StoredState) -> dict[str, Any]:
