@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from segflow.config import build_config
+from segflow.rfm import rfm_positions
 from segflow.synthetic import (
     RETAIL_END,
     ensure_retail_data,
@@ -50,8 +51,12 @@ def segment(raw: dict[str, Any], overrides: list[str], as_of: date) -> dict[str,
         build_customer_features(sources, config.sources, as_of, config.features.rfm), config.sources
     )
     prepared = prepare_features(features.table, config.features, config.preprocess, features.rfm_columns)
-    _, matrix = fit_scaling(prepared.model_input, config.preprocess.scaler, prepared.categorical_columns)
-    segmentation = fit_segmentation(matrix, config.clustering)
+    scaling, matrix = fit_scaling(
+        prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
+    )
+    segmentation = fit_segmentation(
+        matrix, config.clustering, rfm_positions(scaling.columns, features.rfm_columns)
+    )
     stability = segmentation_stability(
         matrix,
         segmentation.labels,
@@ -59,11 +64,16 @@ def segment(raw: dict[str, Any], overrides: list[str], as_of: date) -> dict[str,
         segmentation.params,
         config.clustering,
         config.gate.stability_resamples,
+        segmentation.rfm_positions,
     )
     scores = {**segmentation.scores, "stability": stability}
-    decision = evaluate_gate(segmentation.labels, scores, {}, config.gate)
+    decision = evaluate_gate(segmentation.labels, scores, {}, config.gate, segmentation.family)
     profiles = profile_segments(
-        prepared.readable, segmentation.labels, prepared.numeric_columns, prepared.categorical_columns
+        prepared.readable,
+        segmentation.labels,
+        prepared.numeric_columns,
+        prepared.categorical_columns,
+        segmentation.names,
     )
     return {
         "seconds": time.perf_counter() - started,
@@ -99,10 +109,11 @@ def report(title: str, result: dict[str, Any]) -> str:
     ]
     for row in segmentation.leaderboard:
         sizes, silhouette = row["segment_sizes"], row["scores"]["silhouette"]
+        selected = "yes" if row["selected"] else "baseline" if row["baseline"] else ""
         lines.append(
             f"| {row['algorithm']} | {row['params']} | {len(sizes)} "
             f"| {'-' if silhouette is None else f'{silhouette:.3f}'} | {max(sizes) / sum(sizes):.1%} "
-            f"| {row['noise_share']:.1%} | {'yes' if row['selected'] else ''} |"
+            f"| {row['noise_share']:.1%} | {selected} |"
         )
     numeric = result["numeric"]
     lines += [
