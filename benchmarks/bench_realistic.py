@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from segflow.config import build_config
+from segflow.rfm import rfm_positions
 from segflow.synthetic import (
     RETAIL_END,
     ensure_retail_data,
@@ -52,13 +53,26 @@ def segment(raw: dict[str, Any], overrides: list[str], as_of: date) -> dict[str,
         build_customer_features(sources, config.sources, as_of, config.features.rfm), config.sources
     )
     prepared = prepare_features(features.table, config.features, config.preprocess, features.rfm_columns)
-    _, matrix = fit_scaling(prepared.model_input, config.preprocess.scaler, prepared.categorical_columns)
-    segmentation = fit_segmentation(matrix, config.clustering)
+    scaling, matrix = fit_scaling(
+        prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
+    )
+    segmentation = fit_segmentation(
+        matrix, config.clustering, rfm_positions(scaling.columns, features.rfm_columns)
+    )
     decision = evaluate_gate(
-        segmentation.labels, segmentation.scores, {}, config.gate, config.clustering.min_segments
+        segmentation.labels,
+        segmentation.scores,
+        {},
+        config.gate,
+        config.clustering.min_segments,
+        segmentation.family,
     )
     profiles = profile_segments(
-        prepared.readable, segmentation.labels, prepared.numeric_columns, prepared.categorical_columns
+        prepared.readable,
+        segmentation.labels,
+        prepared.numeric_columns,
+        prepared.categorical_columns,
+        segmentation.names,
     )
     return {
         "seconds": time.perf_counter() - started,
@@ -94,10 +108,11 @@ def report(title: str, result: dict[str, Any]) -> str:
     ]
     for row in segmentation.leaderboard:
         sizes, silhouette = row["segment_sizes"], row["scores"]["silhouette"]
+        selected = "yes" if row["selected"] else "baseline" if row["baseline"] else ""
         lines.append(
             f"| {row['algorithm']} | {row['params']} | {len(sizes)} "
             f"| {'-' if silhouette is None else f'{silhouette:.3f}'} | {max(sizes) / sum(sizes):.1%} "
-            f"| {row['noise_share']:.1%} | {'yes' if row['selected'] else ''} |"
+            f"| {row['noise_share']:.1%} | {selected} |"
         )
     numeric = result["numeric"]
     lines += [

@@ -41,6 +41,7 @@ from segflow.contracts.rules import CompiledContract
 from segflow.dask import KEY, ROW
 from segflow.ledger import InputFacts, RunLedger, input_facts, input_fingerprint
 from segflow.quarantine import empty_quarantine
+from segflow.rfm import SCORE_COLUMNS
 from segflow.tables import CUSTOMER_ID, id_arrow_type
 from segflow.tasks.features import (
     FitFeatures,
@@ -64,10 +65,12 @@ class CheckedSources:
 
 @dataclass
 class Membership:
-    """Every customer's id and segment label (source order)."""
+    """Every customer's id and segment label (source order), and their RFM scores in runs with RFM
+    features."""
 
     customer_ids: pd.Series
     labels: np.ndarray
+    rfm_scores: np.ndarray | None = None  # (n, 3): R, F and M scores
 
 
 class Execution(Protocol):
@@ -113,7 +116,7 @@ class LocalExecution:
         return features_task(checked.check.passed, self.config.sources, self.ledger.as_of, rfm)
 
     def everyone(self, prepared: Any, scaling: Any, segmentation: Any) -> Membership:
-        return Membership(prepared.customer_ids, segmentation.labels)
+        return Membership(prepared.customer_ids, segmentation.labels, segmentation.rfm_scores)
 
 
 # --------------------------------------------------------------------------- on a Dask cluster
@@ -326,11 +329,15 @@ def assign_file(
     scaling: Any,
     segmentation: Any,
 ) -> None:
-    """Segment the customers of one features file with the fitted model; write id, label and source row."""
+    """Segment the customers of one features file with the fitted model; write id, label, source row and,
+    with RFM features, the RFM scores."""
     table = with_never_bought_days(pq.read_table(path).to_pandas(), never_bought_days)
     matrix = scaling.transform(preparation.model_input(table)) if len(table) else np.empty((0, 0))
     labels = segmentation.assigner.assign(matrix)
     assigned = pd.DataFrame({CUSTOMER_ID: table[CUSTOMER_ID], "label": labels, ROW: table[ROW]})
+    if segmentation.rfm is not None:
+        scores = segmentation.rfm.scores(matrix) if len(table) else np.empty((0, len(SCORE_COLUMNS)))
+        assigned[list(SCORE_COLUMNS)] = scores
     pq.write_table(pa.Table.from_pandas(assigned, preserve_index=False), out_folder / path.name)
 
 
@@ -360,7 +367,8 @@ def everyone(
     threshold = sample_threshold(partitions.features.customers, fit_rows)
     sample = read_parts(partitions.folder, threshold, columns=[ROW, DRAW])[ROW].to_numpy()
     labels[np.searchsorted(table[ROW].to_numpy(), sample)] = fitted_labels
-    return Membership(table[CUSTOMER_ID], labels)
+    scores = table[list(SCORE_COLUMNS)].to_numpy(np.int8) if SCORE_COLUMNS[0] in table else None
+    return Membership(table[CUSTOMER_ID], labels, scores)
 
 
 @task(name="partitioned-stages", cache_policy=NO_CACHE)

@@ -13,6 +13,7 @@ from segflow.config import SegflowConfig
 from segflow.errors import ContractViolation, GateRejected
 from segflow.flows.execution import execution_for
 from segflow.flows.run import notify_hook, run_config, run_name, segmentation_facts, started_run
+from segflow.rfm import rfm_positions
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
@@ -58,7 +59,8 @@ def segmentation_flow(
         matrix, scaling = scale_task(
             prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
         )
-        segmentation = cluster_task(matrix, config.clustering)
+        rfm = rfm_positions(scaling.columns, features.rfm_columns)
+        segmentation = cluster_task(matrix, config.clustering, rfm)
         everyone = execution.everyone(prepared, scaling, segmentation)
         profiles = profile_task(
             prepared.readable,
@@ -67,16 +69,20 @@ def segmentation_flow(
             prepared.categorical_columns,
             everyone.labels,
             config.naming,
+            segmentation.names,
         )
 
         stored = read_state_task(run.stores[0], ledger.as_of)
-        publication = build_publication_task(everyone.customer_ids, everyone.labels, profiles, stored, ledger)
+        publication = build_publication_task(
+            everyone.customer_ids, everyone.labels, profiles, stored, ledger, everyone.rfm_scores
+        )
         decision = validate_task(
             everyone.labels,
             segmentation.scores,
             publication.drift,
             config.gate,
             config.clustering.min_segments,
+            segmentation.family,
         )
         run.facts = segmentation_facts(segmentation, decision, prepared.recipe)
         report_task(

@@ -137,6 +137,7 @@ class ClusteringConfig(StrictModel):
         "dbscan",
         "hdbscan",
         "optics",
+        "rfm",
     ] = "auto"
     # how many segments a marketer can act on: every algorithm ends within these bounds (the k
     # search stays inside them; density clusters beyond max_segments are merged)
@@ -222,7 +223,10 @@ class ClusteringConfig(StrictModel):
     @field_validator("auto_candidates")
     @classmethod
     def _known_candidates(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        known = [name for name in get_args(cls.model_fields["algorithm"].annotation) if name != "auto"]
+        # the RFM map is every run's baseline, not a clustering that can win auto
+        known = [
+            name for name in get_args(cls.model_fields["algorithm"].annotation) if name not in ("auto", "rfm")
+        ]
         unknown = [name for name in names if name not in known]
         if unknown or not names or len(set(names)) != len(names):
             raise ValueError(f"auto_candidates must be distinct names from {known}, got {list(names)}")
@@ -404,6 +408,17 @@ class SegflowConfig(StrictModel):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _rfm_map_has_rfm_features(self) -> SegflowConfig:
+        if self.clustering.algorithm == "rfm" and (
+            self.sources.transactions is None or not self.features.rfm
+        ):
+            raise ValueError(
+                "clustering.algorithm rfm (the RFM map) needs RFM features: a transactions source "
+                "and features.rfm: true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _clustering_aims_at_the_gate(self) -> SegflowConfig:

@@ -46,6 +46,18 @@ TABLES: dict[str, TableSpec] = {
             primary_key=(CUSTOMER_ID,),
         ),
         TableSpec(
+            "customer_rfm_scores",
+            (
+                (CUSTOMER_ID, None),
+                ("recency_score", pa.int16()),
+                ("frequency_score", pa.int16()),
+                ("monetary_score", pa.int16()),
+                ("rfm_segment", pa.string()),
+                ("as_of", pa.date32()),
+            ),
+            primary_key=(CUSTOMER_ID,),
+        ),
+        TableSpec(
             "segment_changes",
             (
                 ("run_id", pa.string()),

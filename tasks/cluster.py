@@ -1,7 +1,8 @@
 """Clustering stage: a cached Prefect task over `segflow.clustering`.
 
-The task logs the choice, publishes the `auto` leaderboard as a table artifact, and caches its
-result per matrix, config and clustering code, so a retried flow does not fit again. The cached
+The task logs the choice, publishes the leaderboard (the `auto` candidates, and the RFM map's
+baseline in runs with RFM features) as a table artifact, and caches its result per matrix, config,
+RFM columns and clustering code, so a retried flow does not fit again. The cached
 result is a pickle Prefect writes into its local storage folder, which the task makes private
 (0700) before the result is persisted.
 """
@@ -38,6 +39,7 @@ def leaderboard_table(leaderboard: list[dict]) -> list[dict]:
             "algorithm": row["algorithm"],
             "family": row["family"],
             "selected": row["selected"],
+            "baseline": row["baseline"],
             "params": json.dumps(row["params"], sort_keys=True),
             "silhouette": row["scores"]["silhouette"],
             "calinski_harabasz": row["scores"]["calinski_harabasz"],
@@ -69,6 +71,7 @@ def clustering_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     retried flow finds it instead of fitting again. Hashing the matrix takes ~0.2 s at 1M x 16."""
     digest = hashlib.blake2b(np.ascontiguousarray(parameters["matrix"]).tobytes(), digest_size=16)
     digest.update(parameters["config"].model_dump_json().encode())
+    digest.update(json.dumps(parameters.get("rfm_positions")).encode())
     digest.update(__version__.encode())
     digest.update(clustering_code())
     return f"{CACHE_PREFIX}{digest.hexdigest()}"
@@ -101,12 +104,14 @@ def prune_cached_segmentations(folder: Path, now: float) -> int:
     cache_expiration=CACHE_EXPIRATION,
     persist_result=True,
 )
-def cluster_task(matrix: np.ndarray, config: ClusteringConfig) -> Segmentation:
-    """Fit the segmentation; log the choice and publish the auto leaderboard as a table artifact."""
+def cluster_task(
+    matrix: np.ndarray, config: ClusteringConfig, rfm_positions: tuple[int, int, int] | None = None
+) -> Segmentation:
+    """Fit the segmentation; log the choice and publish the leaderboard as a table artifact."""
     logger = get_run_logger()
     results = private_folder(Path(get_current_settings().results.local_storage_path))
     prune_cached_segmentations(results, time.time())
-    segmentation = fit_segmentation(matrix, config)
+    segmentation = fit_segmentation(matrix, config, rfm_positions)
     logger.info(
         "clustering chose %s with %d segments, params %s; scores %s; sampling %s",
         segmentation.algorithm,
@@ -115,10 +120,11 @@ def cluster_task(matrix: np.ndarray, config: ClusteringConfig) -> Segmentation:
         segmentation.scores,
         segmentation.sampling,
     )
-    if config.algorithm == "auto":
+    if segmentation.leaderboard:
         create_table_artifact(
             table=leaderboard_table(segmentation.leaderboard),
             key="clustering-leaderboard",
-            description="Algorithms compared on the same sample; the selected one was refitted on all rows.",
+            description="Algorithms compared on the same sample, the RFM map as the baseline; the selected "
+            "one was refitted on all rows.",
         )
     return segmentation

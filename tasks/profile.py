@@ -74,9 +74,11 @@ def profile_segments(
     numeric: list[str],
     categorical: list[str],
     rules: NamingConfig = DEFAULT_NAMING,
+    defined_names: dict[int, str] | None = None,
 ) -> pd.DataFrame:
     """One row per segment label: size, share, feature statistics, top categories, the facts its
-    name states, a unique name, a description and a membership rule."""
+    name states, a unique name, a description and a membership rule. `defined_names`: the names an
+    algorithm gives its segments (the RFM map's cells), used as they are."""
     stats = feature_statistics(readable, labels, numeric)
     categories = top_categories(readable, labels, categorical)
     base = Base.of(readable, numeric, categorical)
@@ -90,12 +92,18 @@ def profile_segments(
         shares = {column: pd.Series(values) for column, values in categories.get(int(label), {}).items()}
         medians = {feature: summary["median"] for feature, summary in segment_stats.items()}
         facts = SegmentFacts() if label == NOISE_LABEL else segment_facts(medians, shares, base, rules)
+        defined = bool(defined_names) and label in defined_names
         rows.append(
             {
                 "label": int(label),
                 "size": int(size),
                 "share": float(size / len(labels)),
-                "name": NOISE_NAME if label == NOISE_LABEL else phrase(facts),
+                "name": NOISE_NAME
+                if label == NOISE_LABEL
+                else defined_names[label]
+                if defined
+                else phrase(facts),
+                "name_defined": defined,  # the algorithm's name for it: publishing never keeps an older one
                 "facts": facts.as_dict(),
                 "features": segment_stats,
                 "top_categories": categories.get(int(label), {}),
@@ -148,9 +156,10 @@ def profile_task(
     categorical: list[str],
     population: np.ndarray,
     rules: NamingConfig,
+    defined_names: dict[int, str] | None = None,
 ) -> pd.DataFrame:
     """Profiles of the fitted customers' segments, sized over the whole population."""
-    profiles = profile_segments(readable, labels, numeric, categorical, rules)
+    profiles = profile_segments(readable, labels, numeric, categorical, rules, defined_names)
     profiles = with_population_sizes(profiles, population)
     logger = get_run_logger()
     for row in profiles.itertuples():

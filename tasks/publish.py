@@ -17,6 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from segflow.errors import ConfigError
 from segflow.ledger import RunFacts, RunLedger
 from segflow.retry import IO_RETRY_POLICY
+from segflow.rfm import scores_table
 from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
 from segflow.tables import CUSTOMER_ID, NOISE_LABEL, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
 
@@ -140,8 +141,9 @@ def segment_names(
     profiles: pd.DataFrame, keys: dict[int, str], definitions: pd.DataFrame
 ) -> dict[str, tuple[str, str, str]]:
     """Name, description and name facts (JSON) per key. A persisting segment keeps its name while the
-    facts its name states still hold; otherwise it takes this run's name. Names stay unique: a fresh
-    name that a kept one already uses says its share of customers, then its key."""
+    facts its name states still hold, unless its algorithm defines the name (the RFM map's cells);
+    otherwise it takes this run's name. Names stay unique: a fresh name that a kept one already uses
+    says its share of customers, then its key."""
     known_names = dict(zip(definitions["segment_key"], definitions["segment_name"], strict=True))
     known_facts = dict(
         zip(definitions["segment_key"], definitions.get("name_facts", pd.Series(dtype=object)), strict=False)
@@ -149,7 +151,8 @@ def segment_names(
     candidates = {}
     for row in profiles.itertuples():
         key, facts = keys[row.label], json.dumps(row.facts, sort_keys=True)
-        kept = key in known_names and known_facts.get(key) == facts
+        defined = getattr(row, "name_defined", False)
+        kept = not defined and key in known_names and known_facts.get(key) == facts
         candidates[key] = (known_names[key] if kept else row.name, row.description, facts, kept, row.share)
     names: dict[str, tuple[str, str, str]] = {}
     taken: set[str] = set()
@@ -281,8 +284,10 @@ def build_publication(
     profiles: pd.DataFrame,
     stored: StoredState,
     ledger: RunLedger,
+    rfm_scores: np.ndarray | None = None,
 ) -> Publication:
-    """The segment tables of a run, keyed so that persisting segments keep their identity."""
+    """The segment tables of a run, keyed so that persisting segments keep their identity, and with
+    RFM features each customer's RFM scores (`customer_rfm_scores`), swapped in with them."""
     run_id, as_of, id_type = ledger.run_id, ledger.as_of, ledger.id_type
     assignments = pd.DataFrame({CUSTOMER_ID: customer_ids.to_numpy(), "label": labels})
     before, replaced = state_before(stored, as_of)
@@ -310,6 +315,10 @@ def build_publication(
             "all",
         ),
     ]
+    if rfm_scores is not None:
+        writes.append(
+            TableWrite("customer_rfm_scores", scores_table(customer_ids, rfm_scores, as_of, id_type), "all")
+        )
     counts = {
         "customers": len(snapshot),
         "changes": len(changes),
@@ -446,8 +455,9 @@ def build_publication_task(
     profiles: pd.DataFrame,
     stored: StoredState,
     ledger: RunLedger,
+    rfm_scores: np.ndarray | None = None,
 ) -> Publication:
-    return build_publication(customer_ids, labels, profiles, stored, ledger)
+    return build_publication(customer_ids, labels, profiles, stored, ledger, rfm_scores)
 
 
 def change_preview(publication: Publication, stored: StoredState) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import base64
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segflow.clustering.registry import RFM_MAP_ALGORITHM
 from segflow.explain import conditions_text
 from segflow.files import write_atomically
+from segflow.rfm import CELL_NAMES, RFM_MAP, cells_of
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -59,6 +61,10 @@ class ReportInputs:
     dendrogram: dict[str, Any] | None
     customers: int
     quarantined: int
+    # share of each segment's customers (rows, by name) in each RFM map cell (columns); empty
+    # without RFM features, or when the segments are the map's cells
+    rfm_map: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rfm_map_silhouette: float | None = None  # the map's silhouette on the clusterings' sample
 
 
 def figure_png(figure: plt.Figure) -> str:
@@ -191,6 +197,17 @@ def fidelity_text(rule: dict[str, Any] | None) -> str:
     )
 
 
+def rfm_map_crosstab(labels: np.ndarray, rfm_scores: np.ndarray, names: pd.Series) -> pd.DataFrame:
+    """Share of each segment's customers in each RFM map cell: rows are segment names (largest
+    segment first, ties by name), columns the map's cells in map order (cells nobody is in left out)."""
+    cells = pd.Categorical.from_codes(cells_of(rfm_scores), categories=list(CELL_NAMES))
+    segments = names.reindex(labels).to_numpy()
+    shares = pd.crosstab(segments, cells, normalize="index", dropna=False)
+    shares = shares.loc[:, shares.sum() > 0]
+    sizes = pd.Series(segments).value_counts().sort_index().sort_values(ascending=False, kind="stable")
+    return shares.loc[sizes.index].rename_axis(index=None, columns=None)
+
+
 def profile_rows(segments: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
     """Median and lift of each numeric feature per segment, as table rows."""
     features = sorted({f for stats in segments["features"] for f in stats})
@@ -236,6 +253,16 @@ it does: the share of the segment it captures, and the share of those it capture
 <p>Each point is a customer (a random sample), placed by the two directions that spread the
 customers most. Segments that overlap here can still differ on other features.</p>
 <img src="{{ charts.projection }}" alt="2-D projection of the segments">
+{% if rfm_map %}<h2>The segments on the RFM map</h2>
+<p>The classic RFM map sorts customers by their recency, frequency and spend scores (quintiles,
+1 to 5) into named cells, from Champions to Lost. Each row shows how a segment's customers spread
+over the cells{% if i.rfm_map_silhouette is not none %} (the map as a segmentation: silhouette
+{{ "{:.3f}".format(i.rfm_map_silhouette) }} on the same sample){% endif %}.</p>
+<table><tr><th>segment</th>{% for c in rfm_map_cells %}<th title="{{ cell_meanings[c] }}">{{ c }}</th>
+{% endfor %}</tr>
+{% for r in rfm_map %}<tr><td>{{ r.segment }}</td>{% for c in rfm_map_cells %}<td>
+{{ "{:.0%}".format(r.shares[c]) if r.shares[c] >= 0.005 else "" }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% endif %}
 {% if charts.get('silhouette') %}<h2>How distinct each segment is</h2>
 <p>Silhouette by segment: near 1, its customers are much closer to each other than to other
 segments; near 0 or below, the segment blurs into its neighbours.</p>
@@ -294,6 +321,9 @@ def render_report(inputs: ReportInputs) -> str:
         validity=validity_text(inputs.scores),
         rule_text=rule_text,
         fidelity_text=fidelity_text,
+        rfm_map=[{"segment": name, "shares": row.to_dict()} for name, row in inputs.rfm_map.iterrows()],
+        rfm_map_cells=list(inputs.rfm_map.columns),
+        cell_meanings={cell.name: cell.meaning for cell in RFM_MAP},
     )
 
 
@@ -337,6 +367,11 @@ def report_inputs(
     )
     row_keys = pd.Series(segmentation.labels).map(keys).to_numpy()
     projection, projection_keys, silhouette = projection_and_silhouette(matrix, row_keys, seed=0)
+    rfm_map, baseline = pd.DataFrame(), None
+    if segmentation.rfm_scores is not None and segmentation.algorithm != RFM_MAP_ALGORITHM:
+        names = pd.Series(keys).map(dict(zip(segments["segment_key"], segments["segment_name"], strict=True)))
+        rfm_map = rfm_map_crosstab(segmentation.labels, segmentation.rfm_scores, names)
+        baseline = next(row["scores"]["silhouette"] for row in segmentation.leaderboard if row["baseline"])
     return ReportInputs(
         run_id=run_id,
         as_of=as_of,
@@ -355,6 +390,8 @@ def report_inputs(
         dendrogram=segmentation.dendrogram,
         customers=int(segments["size"].sum()),
         quarantined=quarantined,
+        rfm_map=rfm_map,
+        rfm_map_silhouette=baseline,
     )
 
 

@@ -6,7 +6,7 @@ run unless `gate.override` gives a reason to publish anyway; failed warnings are
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, get_args
 
 import numpy as np
@@ -111,14 +111,28 @@ def validity_check(scores: dict[str, Any], gate: GateConfig, severity: dict[str,
     )
 
 
+# The RFM map's cells are defined by a rule, not found in the data: how compact they are and how small
+# the smallest is say nothing against publishing them, so those rules are shown but not judged.
+RULE_FAMILIES = frozenset({"map"})
+NOT_JUDGED_FOR_RULES = ("min_silhouette", "min_segment_share")
+
+
+def not_judged(check: GateCheck) -> GateCheck:
+    """A check shown for information: it passes whatever its value."""
+    reason = "not judged: the RFM map's cells are defined by a rule, not found"
+    return replace(check, passed=True, severity="info", message=f"{check.message} ({reason})")
+
+
 def evaluate_gate(
     labels: np.ndarray,
     scores: dict[str, Any],
     drift: dict[str, float | None],
     gate: GateConfig,
     min_segments: int = 2,
+    family: str = "partitioning",
 ) -> GateDecision:
-    """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift."""
+    """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift. `family`:
+    the algorithm's family (the registry's); a rule-based map is not judged on cluster quality."""
     severity = {rule: gate.severity.get(rule, "critical") for rule in get_args(GateRule)}
     shares, noise = segment_shares(labels)
     stability = scores.get("stability")
@@ -172,6 +186,8 @@ def evaluate_gate(
             upper=True,
         ),
     ]
+    if family in RULE_FAMILIES:
+        checks = [not_judged(check) if check.rule in NOT_JUDGED_FOR_RULES else check for check in checks]
     measures = {
         "noise_share": noise,
         "segment_shares": sorted(shares.round(4).tolist(), reverse=True),
@@ -195,8 +211,9 @@ def validate_task(
     drift: dict[str, float | None],
     gate: GateConfig,
     min_segments: int,
+    family: str,
 ) -> GateDecision:
-    decision = evaluate_gate(labels, scores, drift, gate, min_segments)
+    decision = evaluate_gate(labels, scores, drift, gate, min_segments, family)
     logger = get_run_logger()
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate: %s", check.message)

@@ -56,7 +56,8 @@ def published(folder) -> tuple[pd.DataFrame, dict]:
         quarantine = connection.sql(
             "SELECT source, rule, row_number FROM segments.quarantine ORDER BY source, rule, row_number"
         ).df()
-    return segments, {"run": run.iloc[0].to_dict(), "quarantine": quarantine}
+        rfm_scores = connection.sql("SELECT * FROM segments.customer_rfm_scores ORDER BY customer_id").df()
+    return segments, {"run": run.iloc[0].to_dict(), "quarantine": quarantine, "rfm_scores": rfm_scores}
 
 
 def local_and_dask(data: dict, folder, partition_rows: int, keep_work: bool = False) -> tuple[dict, dict]:
@@ -85,6 +86,9 @@ def assert_dask_published_what_local_did(folder) -> pd.DataFrame:
         assert dask_facts["run"][fact] == local_facts["run"][fact], fact
     assert list(dask_segments["customer_id"]) == list(local_segments["customer_id"])
     assert (dask_segments["segment_key"] == local_segments["segment_key"]).all()
+    # the RFM scores, computed on the workers, are the ones of local mode
+    pd.testing.assert_frame_equal(dask_facts["rfm_scores"], local_facts["rfm_scores"])
+    assert len(local_facts["rfm_scores"]) == len(local_segments)
     return local_facts["quarantine"]
 
 

@@ -83,6 +83,17 @@ def test_unseen_parquet_table_without_customers_publishes_to_postgres(tmp_path, 
         runs = connection.execute(
             f'SELECT status, gate_passed, rows_published FROM "{pg_schema}".segmentation_runs'
         ).fetchall()
+        rfm_scores = connection.execute(
+            f"SELECT count(DISTINCT customer_id), min(recency_score), max(monetary_score), "
+            f'count(DISTINCT rfm_segment) FROM "{pg_schema}".customer_rfm_scores'
+        ).fetchone()
+        (details,) = connection.execute(f'SELECT details FROM "{pg_schema}".segmentation_runs').fetchone()
+    assert rfm_scores[:3] == (1200, 1, 5) and rfm_scores[3] >= 3
+    leaderboard = json.loads(details)["leaderboard"]  # the chosen k-means and the RFM map's baseline
+    assert [(row["algorithm"], row["selected"], row["baseline"]) for row in leaderboard] == [
+        ("kmeans", True, False),
+        ("rfm", False, True),
+    ]
     assert rows[0] == rows[1] == 1200
     assert rows[2] == summary["segments"] >= 2
     assert ids[0] == 100_000  # the id keeps its values (and its integer type)
@@ -144,12 +155,14 @@ def test_critical_contract_failure_publishes_nothing_and_keeps_the_rows(tmp_path
             == good["customers"]
         )
         runs = dict(connection.sql("SELECT status, as_of FROM segments.segmentation_runs").fetchall())
+        tables = {row[0] for row in connection.sql("SHOW ALL TABLES").fetchall()}
         quarantined = connection.sql(
             "SELECT count(*) FROM segments.quarantine WHERE as_of = DATE '2026-11-02' "
             "AND severity = 'critical'"
         ).fetchall()[0][0]
     assert runs == {"published": AS_OF, "failed_contract": date(2026, 11, 2)}
     assert quarantined == 10
+    assert "customer_rfm_scores" not in tables  # no transactions, no RFM scores
 
 
 def test_structureless_data_is_rejected_by_the_gate_and_keeps_the_last_publication(tmp_path):

@@ -23,6 +23,7 @@ from sklearn.cluster import KMeans
 from segflow.clustering import ALGORITHMS, fit_segmentation
 from segflow.config import ClusteringConfig, FeaturesConfig, PreprocessConfig
 from segflow.errors import ConfigError
+from segflow.rfm import CELL_NAMES, rfm_positions
 from segflow.saved_model import MAGIC, model_key, pack, unpack
 from segflow.tasks.preprocess import prepare_features
 from segflow.tasks.scale import fit_scaling
@@ -85,9 +86,12 @@ def record_of(blob: bytes, run_id: str = "run-kmeans", as_of: date = date(2026, 
 # ---------------------------------------------------------------------------- the same scores
 
 
-@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+CLUSTERINGS = [name for name, entry in ALGORITHMS.items() if entry.family != "map"]  # the map: below
+
+
+@pytest.mark.parametrize("algorithm", CLUSTERINGS)
 def test_every_algorithm_scores_the_same_after_saving_and_loading(algorithm):
-    model = fitted(algorithm, SCALERS[list(ALGORITHMS).index(algorithm) % len(SCALERS)])
+    model = fitted(algorithm, SCALERS[CLUSTERINGS.index(algorithm) % len(SCALERS)])
     loaded = model_from_blob(model_blob(model, KEY), KEY)
 
     new = pd.concat([customers(400, seed=2, first_id=10_000), customers(900, seed=1).iloc[::7]])
@@ -107,6 +111,67 @@ def test_every_algorithm_scores_the_same_after_saving_and_loading(algorithm):
         reference = KMeans(n_clusters=len(centres), n_init=1).fit(centres)
         reference.cluster_centers_ = centres.copy()
         assert np.array_equal(reference.predict(matrix), loaded.assigner.rule(matrix))
+
+
+def buyers(n: int, seed: int, first_id: int = 0) -> pd.DataFrame:
+    """Customers with the RFM features (most bought once), a skewed spend and a category."""
+    rng = np.random.default_rng(seed)
+    frequency = np.where(rng.random(n) < 0.6, 1, rng.geometric(0.3, n) + 1)
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(n) + first_id,
+            "recency_days": rng.geometric(0.005, n),
+            "frequency": frequency,
+            "monetary": np.round(frequency * rng.lognormal(3.5, 0.8, n), 2),
+            "tenure_days": rng.integers(0, 1500, n),
+            "avg_order_value": rng.lognormal(3.5, 0.8, n),
+            "channel": rng.choice(["web", "store"], n),
+        }
+    )
+
+
+@pytest.mark.parametrize("scaler", SCALERS)
+def test_the_rfm_map_scores_the_same_after_saving_and_loading(scaler):
+    """Its rule is plain arrays: the measures' columns, their quintile edges and the 5x5x5 lookup."""
+    rfm = ["recency_days", "frequency", "monetary", "tenure_days", "avg_order_value"]
+    prepared = prepare_features(
+        buyers(2000, seed=1), FeaturesConfig(categorical=["channel"]), PreprocessConfig(scaler=scaler), rfm
+    )
+    scaling, matrix = fit_scaling(prepared.model_input, scaler, ["channel"])
+    positions = rfm_positions(scaling.columns, rfm)
+    segmentation = fit_segmentation(matrix, ClusteringConfig(algorithm="rfm", fit_sample_size=500), positions)
+    keys = {label: f"seg-{label + 1:04d}" for label in range(segmentation.n_segments)}
+    model = ScoringModel(
+        "run-rfm",
+        date(2026, 11, 1),
+        "rfm",
+        True,
+        None,
+        prepared.preparation,
+        scaling,
+        segmentation.assigner,
+        keys,
+    )
+    manifest, arrays = unpack(model_blob(model, KEY), KEY)
+    assert manifest["assigner"]["rule"] == "rfm_map" and not manifest["assigner"]["memory"]
+    assert {name for name in arrays if name.startswith("assigner.rule.")} == {
+        "assigner.rule.positions",
+        "assigner.rule.edges",
+        "assigner.rule.lookup",
+    }
+    assert arrays["assigner.rule.lookup"].shape == (5, 5, 5)
+    loaded = model_from_blob(model_blob(model, KEY), KEY)
+
+    new = buyers(700, seed=2, first_id=10_000)
+    expected = score_customers(model, new)
+    assert expected["segment_key"].nunique() >= 5
+    pd.testing.assert_frame_equal(score_customers(loaded, new), expected)
+    # each new customer is in the segment of its map cell under the fitted edges
+    cells = segmentation.rfm(scaling.transform(prepared.preparation.model_input(new)))
+    named = {keys[label]: name for label, name in segmentation.names.items()}
+    assert [named.get(key) for key in expected["segment_key"]] == [
+        CELL_NAMES[cell] if CELL_NAMES[cell] in named.values() else None for cell in cells
+    ]
 
 
 @pytest.mark.parametrize("scaler", SCALERS)

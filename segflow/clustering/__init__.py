@@ -7,6 +7,7 @@ new rows, and medoids or a dendrogram where it has them. The rest is done the sa
     registry.py       Algorithm, ALGORITHMS (one entry per algorithm), SIMPLICITY
     partitioning.py   k-means, k-medoids, CLARA          hierarchical.py  BIRCH, agglomerative, DIANA
     density.py        DBSCAN, HDBSCAN, OPTICS            diana.py         the DIANA algorithm itself
+    rfm_map.py        the RFM map (segflow.rfm) as a segmentation: each customer's cell
     assignment.py     Fit, the assignment rules, FitMemory, SegmentAssigner
     search.py         samples, scores, the k search and the choice among algorithms
     segmentation.py   fit_segmentation, assign_segments and the Segmentation they share

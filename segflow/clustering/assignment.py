@@ -16,6 +16,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from sklearn.metrics.pairwise import pairwise_distances_argmin
 
+from segflow.rfm import RfmMap
 from segflow.saved_model import with_prefix, without_prefix
 from segflow.tables import NOISE_LABEL
 
@@ -50,6 +51,7 @@ class Fit:
     medoids: np.ndarray | None = None
     dendrogram: dict | None = None
     groups: np.ndarray | None = None
+    names: tuple[str, ...] | None = None  # names of the fit's own labels, where they are defined (a map)
 
     def assign(self, matrix: np.ndarray) -> np.ndarray:
         """New rows labelled as the fitted rows are: the rule's cluster, merged into its group."""
@@ -347,7 +349,9 @@ class SegmentAssigner:
         return cls(rule, arrays["segment_of"], int(settings["n_features"]), memory)
 
 
-RULES = {rule.kind: rule for rule in (NearestCentre, NearestReferenceWithin, HdbscanApproximatePredict)}
+RULES = {
+    rule.kind: rule for rule in (NearestCentre, NearestReferenceWithin, HdbscanApproximatePredict, RfmMap)
+}
 
 
 def segment_centres(matrix: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:

@@ -25,10 +25,12 @@ from segflow.clustering.density import (
 )
 from segflow.clustering.hierarchical import fit_agglomerative, fit_birch, fit_diana
 from segflow.clustering.partitioning import fit_clara, fit_kmeans, fit_kmedoids, refit_kmeans
+from segflow.clustering.rfm_map import fit_rfm_map, refit_rfm_map
 from segflow.config import ClusteringConfig
+from segflow.rfm import RfmMap
 
-Family = Literal["partitioning", "hierarchical", "density"]
-Key = int | float  # a candidate: k, or a density method's scale
+Family = Literal["partitioning", "hierarchical", "density", "map"]
+Key = int | float | None  # a candidate: k, a density method's scale, or None (the map)
 FitFunction = Callable[[np.ndarray, list[Key], dict, int], dict[Key, Fit]]
 RefitFunction = Callable[[np.ndarray, Fit, dict, int], Fit]
 CandidatesFunction = Callable[[np.ndarray, dict], list[Key]]
@@ -39,8 +41,8 @@ class Algorithm:
     """A registry entry: its candidates, how to fit them, which config fields it reads.
 
     `fit(rows, candidates, settings, seed)` returns one Fit per candidate it could fit.
-    `candidates(rows, settings)`: for the algorithms that take k, the k of the search range;
-    for density methods, the scales of their derived parameter.
+    `candidates(rows, config)`: for the algorithms that take k, the k of the search range; for the
+    others `candidates_of(rows, settings)`: a density method's scales, the map's one fit.
     `refit(matrix, sample_fit, settings, seed)` fits all rows starting from the sample's fit;
     without it, the sample fit is kept and the other rows are assigned by its rule.
     """
@@ -51,7 +53,7 @@ class Algorithm:
     params: tuple[str, ...]
     fit: FitFunction
     refit: RefitFunction | None = None
-    density_candidates: CandidatesFunction | None = None
+    candidates_of: CandidatesFunction | None = None
 
     @property
     def measure(self) -> str:
@@ -59,14 +61,23 @@ class Algorithm:
         may be any shape, silhouette for the others."""
         return "dbcv" if self.family == "density" else "silhouette"
 
-    def settings(self, config: ClusteringConfig) -> dict:
-        return {name: getattr(config, name) for name in self.params}
+    def settings(self, config: ClusteringConfig, rfm: RfmMap | None = None) -> dict:
+        """The config fields it reads; a map also reads the RFM map fitted on the matrix (None without
+        RFM features)."""
+        settings = {name: getattr(config, name) for name in self.params}
+        return {**settings, "rfm": rfm} if self.family == "map" else settings
 
     def candidates(self, rows: np.ndarray, config: ClusteringConfig) -> list[Key]:
-        if self.density_candidates is not None:
-            return self.density_candidates(rows, self.settings(config))
+        """What the search fits: each k of the range, or what `candidates_of` says."""
+        if self.candidates_of is not None:
+            return self.candidates_of(rows, self.settings(config))
         low, high = config.k
         return list(range(low, min(high, len(rows) - 1) + 1))
+
+
+def only_the_map(rows: np.ndarray, settings: dict) -> list[None]:
+    """The RFM map has nothing to search: one fit."""
+    return [None]
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -79,20 +90,21 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("agglomerative", "hierarchical", True, ("linkage",), fit_agglomerative),
         Algorithm("diana", "hierarchical", True, (), fit_diana),
         Algorithm(
-            "hdbscan", "density", False, DENSITY_PARAMS, fit_hdbscan, density_candidates=cluster_size_scales
+            "hdbscan", "density", False, DENSITY_PARAMS, fit_hdbscan, candidates_of=cluster_size_scales
         ),
-        Algorithm(
-            "dbscan", "density", False, ("eps", *DENSITY_PARAMS), fit_dbscan, density_candidates=eps_scales
-        ),
+        Algorithm("dbscan", "density", False, ("eps", *DENSITY_PARAMS), fit_dbscan, candidates_of=eps_scales),
         Algorithm(
             "optics",
             "density",
             False,
             ("eps", *DENSITY_PARAMS, "xi"),
             fit_optics,
-            density_candidates=eps_scales,
+            candidates_of=eps_scales,
         ),
+        # the fixed RFM map: the baseline of every run with RFM features, never an `auto` candidate
+        Algorithm("rfm", "map", False, (), fit_rfm_map, refit_rfm_map, candidates_of=only_the_map),
     )
 }
+RFM_MAP_ALGORITHM = "rfm"
 # `auto` prefers, among results that score as well, the one listed first (the simplest model)
 SIMPLICITY = {name: rank for rank, name in enumerate(ALGORITHMS)}

@@ -36,6 +36,7 @@ from segflow.clustering.hierarchical import cut_linkage, weighted_ward
 from segflow.clustering.registry import SIMPLICITY, Algorithm, Key
 from segflow.config import ClusteringConfig
 from segflow.errors import SegflowError
+from segflow.rfm import RfmMap
 from segflow.tables import NOISE_LABEL
 
 DBCV_ROWS = 1_000  # DBCV is quadratic in each cluster's size: 0.4 s on this many rows, 1.1 s on 2,000
@@ -221,7 +222,12 @@ def _params_text(params: dict) -> str:
 
 
 def search(
-    algorithm: Algorithm, matrix: np.ndarray, samples: Samples, scorer: SampleScorer, config: ClusteringConfig
+    algorithm: Algorithm,
+    matrix: np.ndarray,
+    samples: Samples,
+    scorer: SampleScorer,
+    config: ClusteringConfig,
+    rfm: RfmMap | None = None,
 ) -> Candidate:
     """Fit an algorithm's candidates on the fit sample, score them, and choose one."""
     rows = matrix[samples.fit_rows]
@@ -231,7 +237,7 @@ def search(
             f"{algorithm.name} needs at least {config.k[0] + 1} rows for k >= {config.k[0]}; "
             f"the matrix has {len(rows)}"
         )
-    settings = algorithm.settings(config)
+    settings = algorithm.settings(config, rfm)
     # The sample is small: OpenMP's thread start-up and barriers cost more than they save (40x
     # slower k-means on a busy 2-core machine), so the search runs on one OpenMP thread.
     with threadpool_limits(limits=1, user_api="openmp"):
@@ -239,7 +245,8 @@ def search(
     floor = config.min_dbcv if algorithm.measure == "dbcv" else config.min_silhouette
     candidates = []
     for key, fit in fits.items():
-        fit = merged_to(fit, rows, config.max_segments)
+        if algorithm.family != "map":  # the map's cells are named: never merged
+            fit = merged_to(fit, rows, config.max_segments)
         # a density candidate is scored on the rows it was fitted on: its rule (HDBSCAN's prediction
         # data, ~1 s) is then built only for the chosen one
         labels = (
@@ -249,7 +256,8 @@ def search(
         )
         sizes = _sizes(labels)
         scores = scorer.scores(labels, algorithm.measure)
-        within = within_bounds(sizes, len(labels), scores["noise_share"], config)
+        # the map's cells are the fixed vocabulary: they are not held to the bounds
+        within = algorithm.family == "map" or within_bounds(sizes, len(labels), scores["noise_share"], config)
         candidates.append(Candidate(algorithm, key, fit, scores, sizes, within, floor))
 
     def stability_of(contenders: list[Candidate]) -> list[float | None]:
@@ -300,7 +308,9 @@ def _score_sample_labels(fit: Fit, matrix: np.ndarray, samples: Samples) -> np.n
 
 
 def _sizes(labels: np.ndarray) -> list[int]:
-    return sorted(np.bincount(labels[labels >= 0]).tolist(), reverse=True) if (labels >= 0).any() else []
+    """The sizes of the segments the labels use, largest first (a map's empty cells are no segment)."""
+    _, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    return sorted(sizes.tolist(), reverse=True)
 
 
 def within_bounds(sizes: list[int], n_rows: int, noise_share: float, config: ClusteringConfig) -> bool:

@@ -7,20 +7,26 @@ partition from the one chosen on the sample) keep their fit on the sample and la
 remaining rows with their assignment rule; rows of the fit sample keep the label the fit gave
 them, also in `assign_segments`. Segments are numbered by size, largest first; NOISE_LABEL is
 noise (density methods only).
+
+In a run with RFM features the RFM map (`segflow.rfm`) is fitted on every row: it scores each
+customer, and its segmentation is the baseline the leaderboard lists next to the clusterings,
+scored on the same sample (it never wins `auto`), or the segmentation itself with `algorithm: rfm`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, concrete, segment_centres
-from segflow.clustering.registry import ALGORITHMS, Algorithm
+from segflow.clustering.registry import ALGORITHMS, RFM_MAP_ALGORITHM, Algorithm
 from segflow.clustering.search import Candidate, Samples, SampleScorer, choose_among_algorithms, search
 from segflow.config import ClusteringConfig
+from segflow.rfm import RfmMap
 from segflow.tables import NOISE_LABEL
 
 
@@ -41,15 +47,31 @@ class Segmentation:
     sampling: dict
     dendrogram: dict | None
     assigner: SegmentAssigner
+    names: dict[int, str] = field(default_factory=dict)  # segment names the algorithm defines (a map)
+    rfm: RfmMap | None = None  # the RFM map on the matrix's columns (runs with RFM features)
+    rfm_scores: np.ndarray | None = None  # each row's (R, F, M) scores under it, (n, 3)
+
+    @property
+    def family(self) -> str:
+        return ALGORITHMS[self.algorithm].family
+
+    @property
+    def rfm_positions(self) -> tuple[int, ...] | None:
+        return None if self.rfm is None else tuple(int(column) for column in self.rfm.positions)
 
 
-def fit_segmentation(matrix: np.ndarray, config: ClusteringConfig) -> Segmentation:
-    """Segment the rows of a scaled feature matrix with the configured algorithm (or the best of several)."""
+def fit_segmentation(
+    matrix: np.ndarray, config: ClusteringConfig, rfm_positions: Sequence[int] | None = None
+) -> Segmentation:
+    """Segment the rows of a scaled feature matrix with the configured algorithm (or the best of
+    several). `rfm_positions`: the matrix columns of recency, frequency and monetary, in runs with
+    RFM features (`segflow.rfm.rfm_positions`)."""
     matrix = _checked_matrix(matrix)
     samples = Samples.draw(len(matrix), config)
     scorer = SampleScorer(matrix[samples.score_rows])
+    rfm = RfmMap.fit(matrix, rfm_positions) if rfm_positions is not None else None
     names = config.auto_candidates if config.algorithm == "auto" else (config.algorithm,)
-    candidates = [search(ALGORITHMS[name], matrix, samples, scorer, config) for name in names]
+    candidates = [search(ALGORITHMS[name], matrix, samples, scorer, config, rfm) for name in names]
     choice = list(candidates[0].reasons)
     if config.algorithm == "auto":
         own_reasons = {id(candidate): list(candidate.reasons) for candidate in candidates}
@@ -57,12 +79,31 @@ def fit_segmentation(matrix: np.ndarray, config: ClusteringConfig) -> Segmentati
         choice = [*own_reasons[id(winner)], *(f"auto: {reason}" for reason in winner.reasons[1:])]
     else:
         winner = candidates[0]
-    leaderboard = (
-        [{**candidate.leaderboard_row(), "selected": candidate is winner} for candidate in candidates]
-        if config.algorithm == "auto"
-        else []
-    )
-    return _finalise(winner, matrix, samples, scorer, config, leaderboard, choice)
+    baseline = _rfm_baseline(candidates, matrix, samples, scorer, config, rfm)
+    compared = candidates if config.algorithm == "auto" or baseline is not None else []
+    if baseline is not None and baseline not in compared:
+        compared = [*compared, baseline]
+    leaderboard = [
+        {**c.leaderboard_row(), "selected": c is winner, "baseline": c is baseline} for c in compared
+    ]
+    return _finalise(winner, matrix, samples, scorer, config, leaderboard, choice, rfm)
+
+
+def _rfm_baseline(
+    candidates: list[Candidate],
+    matrix: np.ndarray,
+    samples: Samples,
+    scorer: SampleScorer,
+    config: ClusteringConfig,
+    rfm: RfmMap | None,
+) -> Candidate | None:
+    """The RFM map's segmentation scored on the candidates' sample; None without RFM features."""
+    if rfm is None:
+        return None
+    for candidate in candidates:
+        if candidate.algorithm.name == RFM_MAP_ALGORITHM:
+            return candidate
+    return search(ALGORITHMS[RFM_MAP_ALGORITHM], matrix, samples, scorer, config, rfm)
 
 
 def assign_segments(segmentation: Segmentation, matrix: np.ndarray) -> np.ndarray:
@@ -103,13 +144,19 @@ def _finalise(
     config: ClusteringConfig,
     leaderboard: list[dict],
     choice: list[str],
+    rfm: RfmMap | None,
 ) -> Segmentation:
     """Extend the chosen fit to every row, number segments by size, and describe the result."""
     algorithm = candidate.algorithm
-    fit, own, memory = _extend_to_all_rows(algorithm, candidate.fit, matrix, samples, config)
+    fit, own, memory = _extend_to_all_rows(algorithm, candidate.fit, matrix, samples, config, rfm)
     assigned = memory is not None and len(samples.fit_rows) < len(matrix)
 
-    n_own = max(int(own.max()) + 1, len(fit.medoids) if fit.medoids is not None else 0, 1)
+    n_own = max(
+        int(own.max()) + 1,
+        len(fit.medoids) if fit.medoids is not None else 0,
+        len(fit.names) if fit.names is not None else 0,
+        1,
+    )
     sizes = np.bincount(own[own >= 0], minlength=n_own)
     by_size = np.argsort(-sizes, kind="stable")
     by_size = by_size[sizes[by_size] > 0]
@@ -163,11 +210,19 @@ def _finalise(
         sampling=sampling,
         dendrogram=dendrogram,
         assigner=SegmentAssigner(concrete(fit.rule), segment_of_rule, matrix.shape[1], remembered_segments),
+        names={int(segment_of[own]): fit.names[own] for own in by_size} if fit.names is not None else {},
+        rfm=rfm,
+        rfm_scores=rfm.scores(matrix) if rfm is not None else None,
     )
 
 
 def _extend_to_all_rows(
-    algorithm: Algorithm, fit: Fit, matrix: np.ndarray, samples: Samples, config: ClusteringConfig
+    algorithm: Algorithm,
+    fit: Fit,
+    matrix: np.ndarray,
+    samples: Samples,
+    config: ClusteringConfig,
+    rfm: RfmMap | None,
 ) -> tuple[Fit, np.ndarray, FitMemory | None]:
     """The final fit, its own labels for every row, and the fitted rows it must remember (if any).
 
@@ -175,7 +230,7 @@ def _extend_to_all_rows(
     keep the sample fit, assign the other rows by its rule, and remember the sample's labels.
     """
     if algorithm.refit is not None and len(samples.fit_rows) < len(matrix):
-        fit = algorithm.refit(matrix, fit, algorithm.settings(config), config.seed)
+        fit = algorithm.refit(matrix, fit, algorithm.settings(config, rfm), config.seed)
         return fit, fit.labels, None
     own = np.empty(len(matrix), dtype=np.int64)
     own[samples.fit_rows] = fit.labels
