@@ -11,7 +11,7 @@ import base64
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ class ReportInputs:
     dendrogram: dict[str, Any] | None
     customers: int
     quarantined: int
+    holdouts: list[dict[str, Any]] = field(default_factory=list)  # per segment: customers, holdout, share
 
 
 def figure_png(figure: plt.Figure) -> str:
@@ -204,6 +205,13 @@ th:first-child, td:first-child, .text { text-align: left; }
 <td>{{ "{:,}".format(s.size) }}</td><td>{{ "{:.1%}".format(s.share) }}</td>
 <td class="text">{{ s.description }}</td></tr>{% endfor %}</table>
 <img src="{{ charts.sizes }}" alt="segment sizes">
+{% if i.holdouts %}<h2>Holdout groups</h2>
+<p>Customers held out of campaigns in each segment, to measure them against (the same customers
+every night while their segment stays the same).</p>
+<table><tr><th>segment</th><th>customers</th><th>held out</th><th>share</th></tr>
+{% for h in i.holdouts %}<tr><td>{{ h.segment_name }}<br><small>{{ h.segment_key }}</small></td>
+<td>{{ "{:,}".format(h.customers) }}</td><td>{{ "{:,}".format(h.holdout) }}</td>
+<td>{{ "{:.1%}".format(h.share) }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Profiles: median (and lift against the whole base)</h2>
 <table><tr><th>segment</th>{% for f in features %}<th>{{ f }}</th>{% endfor %}</tr>
 {% for r in profile %}<tr><td>{{ r.name }}</td>{% for f in features %}<td>
@@ -351,6 +359,13 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
             for s in inputs.segments.sort_values("size", ascending=False).itertuples()
         ],
     ]
+    if inputs.holdouts:
+        lines += ["", "| segment | customers | held out | share |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {markdown_text(h['segment_name'])} | {h['customers']:,} | {h['holdout']:,} "
+            f"| {h['share']:.1%} |"
+            for h in inputs.holdouts
+        ]
     if inputs.k_search:
         lines += ["", "| k | silhouette | Calinski-Harabasz | Davies-Bouldin |", "| --- | --- | --- | --- |"]
         lines += [
@@ -375,6 +390,7 @@ def report_task(
     matrix: np.ndarray,
     quarantined: int,
     folder: Path | None,
+    holdouts: list[dict[str, Any]] | None = None,
 ) -> Path | None:
     """Write the HTML report (when a folder is configured) and the run's summary artifact."""
     inputs = report_inputs(
@@ -389,6 +405,7 @@ def report_task(
         matrix,
         quarantined,
     )
+    inputs.holdouts = holdouts or []
     path = None if folder is None else write_report(render_report(inputs), folder, as_of, run_id)
     create_markdown_artifact(
         markdown=run_summary_markdown(inputs, path),

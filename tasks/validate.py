@@ -6,6 +6,7 @@ run unless `gate.override` gives a reason to publish anyway; failed warnings are
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, get_args
 
@@ -17,6 +18,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from segflow.clustering import fit_segmentation
 from segflow.config import ClusteringConfig, GateConfig, GateRule
+from segflow.retry import IO_RETRY_POLICY
+from segflow.stores import PublicationStore
 from segflow.tables import NOISE_LABEL
 
 
@@ -101,10 +104,54 @@ def check_feasible(n_customers: int, n_features: int, k_low: int) -> GateDecisio
     )
 
 
+def row_count_checks(
+    rows_read: dict[str, int], history: list[dict[str, int]], gate: GateConfig
+) -> tuple[list[GateCheck], dict[str, Any]]:
+    """The record-count alert: each source's rows read against the median of the same source in
+    earlier runs (newest first, at most gate.row_count_runs of them), and the measures."""
+    severity = gate.severity["max_row_count_change"]
+    checks, measures = [], {}
+    for source, rows in rows_read.items():
+        earlier = [run[source] for run in history[: gate.row_count_runs] if source in run]
+        what = f"source '{source}': rows read"
+        if not earlier:
+            checks.append(
+                bound_check("max_row_count_change", None, gate.max_row_count_change, what, severity)
+            )
+            continue
+        usual = float(np.median(earlier))
+        change = abs(rows - usual) / usual if usual else float(rows > 0)
+        passed = change <= gate.max_row_count_change
+        message = (
+            f"source '{source}': {rows:,} rows read, {change:.0%} {'below' if rows < usual else 'above'} "
+            f"the median of the last {len(earlier)} published runs ({usual:,.0f}); "
+            f"{'within' if passed else 'exceeds'} the allowed change of {gate.max_row_count_change:.0%}"
+        )
+        checks.append(
+            GateCheck("max_row_count_change", change, gate.max_row_count_change, passed, severity, message)
+        )
+        measures[source] = {"rows": rows, "median": usual, "runs": len(earlier), "change": change}
+    return checks, measures
+
+
+def published_rows_read(runs: Any) -> list[dict[str, int]]:
+    """Rows read per source by each published run of a segmentation_runs table, newest first."""
+    if runs.empty:
+        return []
+    published = runs[runs["status"] == "published"]
+    return [json.loads(rows) for rows in published["rows_read"] if rows]
+
+
 def evaluate_gate(
-    labels: np.ndarray, scores: dict[str, Any], drift: dict[str, float | None], gate: GateConfig
+    labels: np.ndarray,
+    scores: dict[str, Any],
+    drift: dict[str, float | None],
+    gate: GateConfig,
+    rows_read: dict[str, int] | None = None,
+    history: list[dict[str, int]] | None = None,
 ) -> GateDecision:
-    """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift."""
+    """Apply every gate rule to a segmentation: quality, sizes, noise, stability, drift, and the
+    sources' row counts against their history."""
     severity = {rule: gate.severity.get(rule, "critical") for rule in get_args(GateRule)}
     shares, noise = segment_shares(labels)
     silhouette = scores.get("silhouette")
@@ -165,13 +212,18 @@ def evaluate_gate(
             upper=True,
         ),
     ]
+    counted, row_counts = row_count_checks(rows_read or {}, history or [], gate)
+    checks += counted
     measures = {
         "noise_share": noise,
         "segment_shares": sorted(shares.round(4).tolist(), reverse=True),
         **{k: v for k, v in drift.items() if v is not None},
+        **({"row_counts": row_counts} if row_counts else {}),
     }
     return GateDecision(checks=checks, override=gate.override, measures=measures)
 
+
+RUN_HISTORY_ROWS_PER_RUN = 5  # rejected, failed and scoring runs sit between published ones
 
 STABILITY_SAMPLE = 4_000
 STABILITY_SHARE = 0.8
@@ -224,6 +276,12 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
     return decision
 
 
+@task(name="row-count-history", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+def row_count_history_task(store: PublicationStore, runs: int) -> list[dict[str, int]]:
+    """Rows read per source by the last published runs, newest first (other runs interleave)."""
+    return published_rows_read(store.read_runs(RUN_HISTORY_ROWS_PER_RUN * runs))[:runs]
+
+
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(
     labels: np.ndarray,
@@ -231,8 +289,10 @@ def validate_task(
     stability: float | None,
     drift: dict[str, float | None],
     gate: GateConfig,
+    rows_read: dict[str, int] | None = None,
+    history: list[dict[str, int]] | None = None,
 ) -> GateDecision:
-    decision = evaluate_gate(labels, {**scores, "stability": stability}, drift, gate)
+    decision = evaluate_gate(labels, {**scores, "stability": stability}, drift, gate, rows_read, history)
     logger = get_run_logger()
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate: %s", check.message)
