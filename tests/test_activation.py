@@ -17,10 +17,11 @@ import pytest
 from segflow.activation import holdout_numbers, holdout_sizes, holdout_table
 from segflow.config import build_config
 from segflow.errors import ConfigError
+from segflow.flows.scoring import scoring_flow
 from segflow.flows.segmentation import segmentation_flow
 from tests.helpers import three_groups
 
-NIGHT1, NIGHT2 = date(2026, 11, 1), date(2026, 11, 2)
+NIGHT1, NIGHT2, NIGHT3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 SALT = "campaigns-2026"
 
 
@@ -105,7 +106,7 @@ def holdouts_in(warehouse: str, schema: str, folder) -> tuple[pd.DataFrame, pd.D
 
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("warehouse", ["duckdb", "postgres"])
-def test_over_two_nights_and_a_retrain_customers_who_stay_keep_their_holdout_row(
+def test_over_two_nights_and_a_retrain_customers_who_stay_keep_their_holdout_row_on_every_target(
     warehouse, tmp_path, pg_uri, pg_schema
 ):
     uri = f"duckdb:///{tmp_path / 'w.duckdb'}" if warehouse == "duckdb" else pg_uri
@@ -142,6 +143,18 @@ def test_over_two_nights_and_a_retrain_customers_who_stay_keep_their_holdout_row
     assert (second.loc[~stayed, "assigned_at"] == pd.Timestamp(NIGHT2)).all()
     assert (second["holdout"] == first["holdout"]).all()
     assert abs(second["holdout"].mean() - 0.2) < 0.05  # 900 customers: within sampling noise
+
+    # scoring new customers between retrains gives them their rows and leaves everyone else's
+    newcomers = tmp_path / "newcomers.parquet"
+    three_groups(930, 3, "member", "M-").tail(30).to_parquet(newcomers)
+    raw["sources"]["customers"]["uri"] = str(newcomers)
+    scoring_flow(config=build_config(raw), as_of=NIGHT3)
+    third, third_parquet = holdouts_in(uri, schema, tmp_path / "pq")
+    pd.testing.assert_frame_equal(third, third_parquet, check_dtype=False)
+    pd.testing.assert_frame_equal(third.head(900), second)
+    scored = third.tail(30)
+    assert (scored["assigned_at"] == pd.Timestamp(NIGHT3)).all()
+    assert scored["holdout"].tolist() == (holdout_numbers(scored["customer_id"], SALT) < 0.2).tolist()
 
     (report,) = tmp_path.glob(f"segments-{NIGHT2}-*.html")
     page = report.read_text()
