@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from segflow.config import SegflowConfig
 from segflow.errors import ConfigError
-from segflow.flows.run import quiet_expected_failures, run_config
+from segflow.flows.run import backfill_lineage, quiet_expected_failures, run_config
 from segflow.flows.segmentation import segmentation_flow
 from segflow.stores import PUBLISHING_STATUSES, open_stores
 
@@ -68,7 +68,8 @@ def backfill_flow(
         len(done),
         len(too_old),
     )
-    published = [segmentation_flow(config=config, as_of=day)["as_of"] for day in to_run]
+    with backfill_lineage(config, start, end):
+        published = [segmentation_flow(config=config, as_of=day)["as_of"] for day in to_run]
     return {
         "published": published,
         "skipped": [day.isoformat() for day in done],

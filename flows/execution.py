@@ -39,7 +39,7 @@ from segflow.config import SegflowConfig
 from segflow.contracts.check import QualityReport, SourcesCheck, check_sources
 from segflow.contracts.rules import CompiledContract
 from segflow.dask import KEY, ROW
-from segflow.ledger import InputFacts, RunLedger, input_facts, input_fingerprint
+from segflow.ledger import InputFacts, RunLedger, column_types, input_facts, input_fingerprint
 from segflow.quarantine import empty_quarantine
 from segflow.rfm import SCORE_COLUMNS
 from segflow.tables import CUSTOMER_ID, id_arrow_type
@@ -285,6 +285,7 @@ def run_partitioned_stages(
             rows_read={name: sum(r.rows_read.get(name, 0) for r in results) for name in sources},
             fingerprint=digest.hexdigest()[:32],
             id_type=id_arrow_type(sources[first][config.sources.id_columns()[first]].head(1)),
+            schemas={name: column_types(source.dtypes) for name, source in sources.items()},
         ),
         features=combined_features([result.features for result in results]),
     )

@@ -9,10 +9,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from openlineage.client.event_v2 import RunEvent, RunState
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.logging import get_logger, get_run_logger
 from prefect.runtime import flow_run
@@ -22,10 +24,19 @@ from segflow.contracts.check import SourcesCheck
 from segflow.errors import ConfigError, ContractViolation, GateRejected, SegflowError, failure_status
 from segflow.files import private_files
 from segflow.ledger import RunFacts, RunLedger
+from segflow.lineage import (
+    LineageEmitter,
+    RunIdentity,
+    input_datasets,
+    lineage_events,
+    output_datasets,
+    run_event,
+)
 from segflow.locks import one_writer
 from segflow.notify import notice, send
 from segflow.stores import PublicationStore, open_stores
-from segflow.tasks.publish import record_run, record_run_task
+from segflow.tables import TABLES
+from segflow.tasks.publish import Publication, publish_task, record_run, record_run_task
 
 
 def segmentation_facts(segmentation: Any, decision: Any, recipe: dict) -> RunFacts:
@@ -144,9 +155,30 @@ def quiet_expected_failures() -> None:
             logger.addFilter(WithoutTracebackForExpectedFailures())
 
 
+def parent_run() -> tuple[str, str] | None:
+    """The flow run that started this one as a subflow (a backfill), with its flow's name."""
+    parent_id = flow_run.parent_flow_run_id
+    if parent_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        return parent_id, client.read_flow(client.read_flow_run(parent_id).flow_id).name
+
+
+def run_identity(config: SegflowConfig, run_id: str | None, as_of: date | None, **dates: date) -> RunIdentity:
+    """Who this run is in its lineage events: the flow, the flow run, segflow's run id and dates."""
+    parent = None
+    if config.lineage.transport is not None:
+        try:
+            parent = parent_run()
+        except Exception as error:  # the Prefect API is busy: the events go without their parent
+            get_logger("segflow.lineage").warning("lineage: parent run unknown (%s)", type(error).__name__)
+    return RunIdentity(flow_run.flow_name, flow_run.id, run_id, as_of, parent=parent, **dates)
+
+
 @dataclass
 class Run:
-    """One run against its targets: what it gathered (ledger, facts) and whether its end is recorded."""
+    """One run against its targets: what it gathered (ledger, facts, tables published) and whether its
+    end is recorded."""
 
     config: SegflowConfig
     ledger: RunLedger
@@ -154,6 +186,36 @@ class Run:
     dry_run: bool = False  # everything but publishing: nothing is written to the targets
     facts: RunFacts = field(default_factory=RunFacts)
     recorded: bool = False
+    published: dict[str, int | None] = field(default_factory=dict)  # table -> rows written
+    lineage: LineageEmitter = field(init=False)
+    identity: RunIdentity | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lineage = LineageEmitter(self.config.lineage)
+        self.identity = (
+            run_identity(self.config, self.ledger.run_id, self.ledger.as_of) if self.lineage.enabled else None
+        )
+
+    def lineage_event(self, state: RunState, error: BaseException | None) -> RunEvent:
+        """The run's lineage event: the sources with what was learnt of them, and what it published."""
+        ledger = self.ledger
+        return run_event(
+            state,
+            self.identity,
+            self.config.lineage.namespace,
+            input_datasets(self.config.sources, ledger.rows_read, ledger.schemas, ledger.rule_outcomes),
+            output_datasets(self.config.publish, self.published if state == RunState.COMPLETE else {}),
+            error,
+        )
+
+    def publish(self, publication: Publication) -> dict[str, int]:
+        """Publish to every target, and note the tables written with their rows."""
+        counts = publish_task(self.stores, publication, self.ledger, self.facts)
+        self.published = {write.name: write.rows.num_rows for write in publication.writes}
+        self.published |= {"segmentation_runs": 1, "quarantine": len(self.ledger.quarantine)}
+        if "segment_changes" in self.published:
+            self.published |= {name: None for name, spec in TABLES.items() if spec.mode == "derived"}
+        return counts
 
     def stop(self, error: SegflowError) -> NoReturn:
         """Record why the run publishes nothing new, then end it with that error (and its exit code)."""
@@ -169,7 +231,8 @@ class Run:
 
     def stop_if_blocking(self, check: SourcesCheck) -> None:
         """Stop on a failed critical contract rule; otherwise note the contracts and quarantine."""
-        self.ledger.note_quality(check.contract_versions, check.quarantine)
+        outcomes = [outcome for report in check.reports.values() for outcome in report.outcomes]
+        self.ledger.note_quality(check.contract_versions, check.quarantine, outcomes)
         if check.blocking:
             self.stop(ContractViolation(check.message))
 
@@ -189,16 +252,28 @@ class Run:
 @contextmanager
 def started_run(config: SegflowConfig, as_of: date | None, dry_run: bool = False) -> Iterator[Run]:
     """A run that holds its targets' writer slots, and whose failure, wherever it happens, is
-    recorded in segmentation_runs unless the run recorded its own end (a contract or gate stop)."""
+    recorded in segmentation_runs unless the run recorded its own end (a contract or gate stop).
+    Its lineage events say when it started and how it ended (COMPLETE or FAIL)."""
     quiet_expected_failures()
-    with one_writer(config.publish), private_files():
-        run = Run(config, run_ledger(as_of), open_stores(config.publish), dry_run)
+    run = Run(config, run_ledger(as_of), open_stores(config.publish), dry_run)
+    with lineage_events(run.lineage, run.lineage_event), one_writer(config.publish), private_files():
+        run.ledger.started_at = datetime.now()  # its record starts once it holds its targets
         try:
             yield run
         except Exception as error:
             if not run.recorded and not run.dry_run:
                 record_failure(run, error)
             raise
+
+
+@contextmanager
+def backfill_lineage(config: SegflowConfig, start: date, end: date) -> Iterator[None]:
+    """A backfill's own lineage events; the runs of its dates emit theirs, with it as their parent."""
+    lineage = LineageEmitter(config.lineage)
+    identity = run_identity(config, None, start, until=end) if lineage.enabled else None
+    namespace = config.lineage.namespace
+    with lineage_events(lineage, lambda state, error: run_event(state, identity, namespace, error=error)):
+        yield
 
 
 def record_failure(run: Run, error: BaseException) -> None:

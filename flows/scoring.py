@@ -14,8 +14,9 @@ from segflow.errors import ContractViolation
 from segflow.flows.execution import LocalExecution
 from segflow.flows.run import notify_hook, run_config, run_name, started_run
 from segflow.ledger import RunFacts
+from segflow.tasks.activate import activate_task
 from segflow.tasks.features import features_task
-from segflow.tasks.publish import build_scored_publication_task, publish_task, read_state_task
+from segflow.tasks.publish import build_scored_publication_task, read_state_task
 from segflow.tasks.quality import compile_contracts_task, output_contract_task
 from segflow.tasks.score import load_model_task, score_task
 
@@ -49,8 +50,9 @@ def scoring_flow(
 
         stored = read_state_task(run.stores[0], ledger.as_of)
         publication = build_scored_publication_task(scored, stored, ledger, model.run_id)
+        publication = activate_task(publication, stored, config.activation, ledger)
         output = output_contract_task(publication.table("customer_segments"))
         if output.blocking:
             run.stop(ContractViolation(output.message))
-        counts = publish_task(run.stores, publication, ledger, run.facts)
+        counts = run.publish(publication)
     return {**run.summary("scored", counts), "model_run_id": model.run_id}

@@ -14,15 +14,16 @@ from segflow.errors import ContractViolation, GateRejected
 from segflow.flows.execution import execution_for
 from segflow.flows.run import notify_hook, run_config, run_name, segmentation_facts, started_run
 from segflow.rfm import rfm_positions
+from segflow.tasks.activate import activate_task, holdout_summary
 from segflow.tasks.cluster import cluster_task
 from segflow.tasks.preprocess import preprocess_task
 from segflow.tasks.profile import profile_task
-from segflow.tasks.publish import build_publication_task, change_preview_task, publish_task, read_state_task
+from segflow.tasks.publish import build_publication_task, change_preview_task, read_state_task
 from segflow.tasks.quality import compile_contracts_task, output_contract_task
 from segflow.tasks.report import report_task
 from segflow.tasks.scale import scale_task
 from segflow.tasks.score import fitted_model, model_write
-from segflow.tasks.validate import feasibility_task, validate_task
+from segflow.tasks.validate import feasibility_task, row_count_history_task, validate_task
 
 
 @flow(
@@ -76,6 +77,8 @@ def segmentation_flow(
         publication = build_publication_task(
             everyone.customer_ids, everyone.labels, profiles, stored, ledger, everyone.rfm_scores
         )
+        publication = activate_task(publication, stored, config.activation, ledger)
+        history = row_count_history_task(run.stores[0], config.gate.row_count_runs)
         decision = validate_task(
             everyone.labels,
             segmentation.scores,
@@ -83,6 +86,8 @@ def segmentation_flow(
             config.gate,
             config.clustering.min_segments,
             segmentation.family,
+            ledger.rows_read,
+            history,
         )
         run.facts = segmentation_facts(segmentation, decision, prepared.recipe)
         report_task(
@@ -97,6 +102,7 @@ def segmentation_flow(
             matrix,
             len(ledger.quarantine),
             config.publish.reports,
+            holdout_summary(publication),
         )
         run.stop_if_rejected(decision)
         output = output_contract_task(publication.table("customer_segments"))
@@ -110,7 +116,5 @@ def segmentation_flow(
         model = fitted_model(
             ledger.run_id, ledger.as_of, features, prepared, scaling, segmentation, publication.keys
         )
-        counts = publish_task(
-            run.stores, publication.including(model_write(model, config.publish)), ledger, run.facts
-        )
+        counts = run.publish(publication.including(model_write(model, config.publish)))
     return run.summary("published", counts)

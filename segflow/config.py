@@ -6,6 +6,7 @@ import codecs
 import copy
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -243,7 +244,14 @@ GateRule = Literal[
     "min_stability",
     "max_changed_share",
     "max_size_shift",
+    "max_row_count_change",
 ]
+# rules that only warn unless made critical; every other rule is critical unless made a warning
+WARNING_RULES: dict[str, Severity] = {
+    "max_changed_share": "warning",
+    "max_size_shift": "warning",
+    "max_row_count_change": "warning",
+}
 
 
 class GateConfig(StrictModel):
@@ -260,10 +268,17 @@ class GateConfig(StrictModel):
     stability_resamples: int = Field(3, ge=0, le=50)  # 0 turns the stability check off
     max_changed_share: float = Field(0.5, ge=0.0, le=1.0)  # of last publication's customers who moved
     max_size_shift: float = Field(0.3, ge=0.0, le=1.0)  # total variation between segment size mixes
-    severity: dict[GateRule, Severity] = Field(
-        default_factory=lambda: {"max_changed_share": "warning", "max_size_shift": "warning"}
-    )
+    # record-count alert: each source's rows read against the median of the last published runs
+    max_row_count_change: float = Field(0.3, ge=0.0)  # |rows - median| / median
+    row_count_runs: int = Field(7, ge=1, le=100)  # how many published runs the median is taken over
+    severity: dict[GateRule, Severity] = Field(default_factory=lambda: dict(WARNING_RULES))
     override: str | None = Field(None, min_length=3)  # publish despite a rejection, for this run; the reason
+
+    @field_validator("severity")
+    @classmethod
+    def _over_the_defaults(cls, severity: dict[str, Severity]) -> dict[str, Severity]:
+        """Setting one rule's severity leaves the others at their defaults."""
+        return {**WARNING_RULES, **severity}
 
 
 class PublishConfig(StrictModel):
@@ -395,6 +410,68 @@ class NotifyConfig(StrictModel):
         return self
 
 
+class ActivationConfig(StrictModel):
+    """What campaigns need besides the segments: a stable holdout (control) group per segment."""
+
+    # share of every segment held out of campaigns; None: no holdout groups
+    holdout_share: float | None = Field(None, gt=0.0, lt=1.0)
+    # the key of the hash that places each customer; changing it reshuffles every group
+    holdout_salt: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _salted(self) -> ActivationConfig:
+        if self.holdout_share is not None and self.holdout_salt is None:
+            raise ValueError("activation.holdout_share needs activation.holdout_salt")
+        return self
+
+
+class LineageConfig(StrictModel):
+    """Where OpenLineage events of every run go (off unless a transport is set). A token for the
+    endpoint comes from $SEGFLOW_LINEAGE_TOKEN or the Prefect Secret block `token_secret`."""
+
+    transport: Literal["http", "file", "console"] | None = None
+    url: str | None = None  # http: the lineage server, e.g. http://marquez:5000
+    endpoint: str = "api/v1/lineage"  # http: the path events are posted to, under url
+    path: Path | None = None  # file: events are appended to it, one JSON object a line
+    namespace: str = Field("segflow", min_length=1)  # the jobs' namespace
+    token_secret: str | None = None  # name of a Prefect Secret block holding the endpoint's token
+    allow_insecure_http: bool = False  # send a token over plain http:// (a local relay, a test)
+    timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _plain_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(check_printable(url, "url"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("lineage.url must be an http:// or https:// URL")
+        if parts.username or parts.password or parts.query:
+            raise ValueError(
+                "lineage.url holds credentials or a query: give the server's address only, and the "
+                "token through $SEGFLOW_LINEAGE_TOKEN or lineage.token_secret"
+            )
+        return url
+
+    @field_validator("path")
+    @classmethod
+    def _safe_file(cls, path: Path | None) -> Path | None:
+        return None if path is None else Path(check_output_path(str(path), "path"))
+
+    @model_validator(mode="after")
+    def _complete(self) -> LineageConfig:
+        if self.transport == "http" and self.url is None:
+            raise ValueError("lineage.transport http needs lineage.url")
+        if self.transport == "file" and self.path is None:
+            raise ValueError("lineage.transport file needs lineage.path")
+        if self.token_secret and self.url and insecure_webhook(self.url, self.allow_insecure_http):
+            raise ValueError(
+                "lineage.url is plain http://: the token would cross the network in clear; use https://, "
+                "or set lineage.allow_insecure_http: true for a relay you trust"
+            )
+        return self
+
+
 class SegflowConfig(StrictModel):
     """Everything a run needs to know, validated before any data is read."""
 
@@ -408,6 +485,8 @@ class SegflowConfig(StrictModel):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    activation: ActivationConfig = Field(default_factory=ActivationConfig)
+    lineage: LineageConfig = Field(default_factory=LineageConfig)
 
     @model_validator(mode="after")
     def _rfm_map_has_rfm_features(self) -> SegflowConfig:

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segflow import __version__
+from segflow.contracts.check import RuleOutcome
 from segflow.stores import TableWrite
 from segflow.tables import TABLES, id_arrow_type, to_arrow
 
@@ -58,13 +59,27 @@ def arrow_column(values: pd.Series) -> pa.Array | pa.ChunkedArray:
         return pa.array(pd.util.hash_pandas_object(values, index=False).to_numpy())
 
 
+def column_types(dtypes: pd.Series) -> dict[str, str]:
+    """Each column's type as Arrow names it (int64, string, timestamp[us], ...), from its dtype."""
+    types = {}
+    for column, dtype in dtypes.items():
+        try:
+            arrow_type = pa.array(pd.Series([], dtype=dtype)).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            arrow_type = pa.null()
+        types[str(column)] = str(dtype) if pa.types.is_null(arrow_type) else str(arrow_type)
+    return types
+
+
 @dataclass(frozen=True)
 class InputFacts:
-    """What a run read: rows per source, a content hash of them, and the customer ids' type."""
+    """What a run read: rows per source, a content hash of them, the customer ids' type, and each
+    source's columns with their types."""
 
     rows_read: dict[str, int]
     fingerprint: str
     id_type: pa.DataType
+    schemas: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def input_facts(sources: dict[str, pd.DataFrame], id_columns: dict[str, str]) -> InputFacts:
@@ -74,6 +89,7 @@ def input_facts(sources: dict[str, pd.DataFrame], id_columns: dict[str, str]) ->
         rows_read={name: len(table) for name, table in sources.items()},
         fingerprint=input_fingerprint(sources),
         id_type=id_arrow_type(sources[first][id_columns[first]]),
+        schemas={name: column_types(table.dtypes) for name, table in sources.items()},
     )
 
 
@@ -99,7 +115,9 @@ class RunLedger:
     run_id: str = ""
     started_at: datetime = field(default_factory=datetime.now)
     rows_read: dict[str, int] = field(default_factory=dict)
+    schemas: dict[str, dict[str, str]] = field(default_factory=dict)  # per source: column -> type
     contract_versions: dict[str, str] = field(default_factory=dict)
+    rule_outcomes: list[RuleOutcome] = field(default_factory=list)  # every contract rule's verdict
     fingerprint: str = ""
     id_type: pa.DataType = field(default_factory=pa.string)
     quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUARANTINE_COLUMNS))
@@ -109,6 +127,7 @@ class RunLedger:
 
     def note_input(self, facts: InputFacts) -> None:
         self.rows_read = dict(facts.rows_read)
+        self.schemas = dict(facts.schemas)
         self.fingerprint = facts.fingerprint
         self.id_type = facts.id_type
 
@@ -116,8 +135,14 @@ class RunLedger:
         """This run's own folder of `kind` files under the reports folder, if there is one."""
         return None if reports is None else Path(reports) / f"{kind}-{self.as_of.isoformat()}-{self.run_id}"
 
-    def note_quality(self, contract_versions: dict[str, str], quarantine: pd.DataFrame) -> None:
+    def note_quality(
+        self,
+        contract_versions: dict[str, str],
+        quarantine: pd.DataFrame,
+        rule_outcomes: list[RuleOutcome] | None = None,
+    ) -> None:
         self.contract_versions = dict(contract_versions)
+        self.rule_outcomes = list(rule_outcomes or [])
         self.add_quarantine(quarantine)
 
     def add_quarantine(self, rows: pd.DataFrame) -> None:

@@ -23,7 +23,8 @@ class TableSpec:
     columns: tuple[tuple[str, pa.DataType | None], ...]  # None: the customer id's own type
     primary_key: tuple[str, ...] = ()
     # "snapshot": replaced whole by each publication; "per_as_of": the run's as-of rows are
-    # replaced, other dates kept (append-only history, idempotent per date).
+    # replaced, other dates kept (append-only history, idempotent per date); "derived": computed
+    # from other tables by the target (MEMBERSHIP_HISTORY_SQL: a view in a warehouse, a file in Parquet).
     mode: str = "snapshot"
 
     def arrow_schema(self, id_type: pa.DataType) -> pa.Schema:
@@ -103,6 +104,26 @@ TABLES: dict[str, TableSpec] = {
             primary_key=("segment_key",),
         ),
         TableSpec(
+            "segment_holdouts",
+            (
+                (CUSTOMER_ID, None),
+                ("segment_key", pa.string()),
+                ("holdout", pa.bool_()),
+                ("assigned_at", TIMESTAMP),
+            ),
+            primary_key=(CUSTOMER_ID,),
+        ),
+        TableSpec(
+            "segment_membership_history",
+            (
+                (CUSTOMER_ID, None),
+                ("segment_key", pa.string()),
+                ("valid_from", pa.date32()),
+                ("valid_to", pa.date32()),
+            ),
+            mode="derived",
+        ),
+        TableSpec(
             "segmentation_runs",
             (
                 ("run_id", pa.string()),
@@ -159,6 +180,16 @@ TABLES: dict[str, TableSpec] = {
         ),
     )
 }
+
+
+# Every customer's stay in each segment, from the change feed: an interval opens with each change that
+# puts the customer in a segment and closes with their next change (valid_to exclusive; null: still in
+# it). One text for every target: the warehouses' view, and DuckDB over the Parquet change files.
+MEMBERSHIP_HISTORY_SQL = """SELECT customer_id, segment_key, valid_from, valid_to FROM (
+    SELECT customer_id, to_segment_key AS segment_key, as_of AS valid_from,
+           lead(as_of) OVER (PARTITION BY customer_id ORDER BY as_of) AS valid_to
+    FROM {changes}
+) AS intervals WHERE segment_key IS NOT NULL"""
 
 
 def is_in(values: pd.Series, known: pd.Series | pd.Index) -> np.ndarray:

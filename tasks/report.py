@@ -65,6 +65,7 @@ class ReportInputs:
     # without RFM features, or when the segments are the map's cells
     rfm_map: pd.DataFrame = field(default_factory=pd.DataFrame)
     rfm_map_silhouette: float | None = None  # the map's silhouette on the clusterings' sample
+    holdouts: list[dict[str, Any]] = field(default_factory=list)  # per segment: customers, holdout, share
 
 
 def figure_png(figure: plt.Figure) -> str:
@@ -244,6 +245,13 @@ it does: the share of the segment it captures, and the share of those it capture
 <td>{{ "{:,}".format(s.size) }}</td><td>{{ "{:.1%}".format(s.share) }}</td>
 <td class="text">{{ s.description }}</td></tr>{% endfor %}</table>
 <img src="{{ charts.sizes }}" alt="segment sizes">
+{% if i.holdouts %}<h2>Holdout groups</h2>
+<p>Customers held out of campaigns in each segment, to measure them against (the same customers
+every night while their segment stays the same).</p>
+<table><tr><th>segment</th><th>customers</th><th>held out</th><th>share</th></tr>
+{% for h in i.holdouts %}<tr><td>{{ h.segment_name }}<br><small>{{ h.segment_key }}</small></td>
+<td>{{ "{:,}".format(h.customers) }}</td><td>{{ "{:,}".format(h.holdout) }}</td>
+<td>{{ "{:.1%}".format(h.share) }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Profiles: median (and lift against the whole base)</h2>
 <table><tr><th>segment</th>{% for f in features %}<th>{{ f }}</th>{% endfor %}</tr>
 {% for r in profile %}<tr><td>{{ r.name }}</td>{% for f in features %}<td>
@@ -433,6 +441,13 @@ def run_summary_markdown(inputs: ReportInputs, report: Path | None) -> str:
             for s in inputs.segments.sort_values("size", ascending=False).itertuples()
         ],
     ]
+    if inputs.holdouts:
+        lines += ["", "| segment | customers | held out | share |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {markdown_text(h['segment_name'])} | {h['customers']:,} | {h['holdout']:,} "
+            f"| {h['share']:.1%} |"
+            for h in inputs.holdouts
+        ]
     lines += ["", "Why: " + " ".join(f"{reason}." for reason in inputs.choice)]
     searched = [row for row in inputs.k_search if "k" in row and row.get("silhouette") is not None]
     if searched:
@@ -459,6 +474,7 @@ def report_task(
     matrix: np.ndarray,
     quarantined: int,
     folder: Path | None,
+    holdouts: list[dict[str, Any]] | None = None,
 ) -> Path | None:
     """Write the HTML report (when a folder is configured) and the run's summary artifact."""
     inputs = report_inputs(
@@ -473,6 +489,7 @@ def report_task(
         matrix,
         quarantined,
     )
+    inputs.holdouts = holdouts or []
     path = None if folder is None else write_report(render_report(inputs), folder, as_of, run_id)
     create_markdown_artifact(
         markdown=run_summary_markdown(inputs, path),

@@ -6,6 +6,7 @@ run unless `gate.override` gives a reason to publish anyway; failed warnings are
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, get_args
 
@@ -15,6 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from segflow.config import GateConfig, GateRule
+from segflow.retry import IO_RETRY_POLICY
+from segflow.stores import PublicationStore
 from segflow.tables import NOISE_LABEL
 
 
@@ -123,6 +126,44 @@ def not_judged(check: GateCheck) -> GateCheck:
     return replace(check, passed=True, severity="info", message=f"{check.message} ({reason})")
 
 
+def row_count_checks(
+    rows_read: dict[str, int], history: list[dict[str, int]], gate: GateConfig
+) -> tuple[list[GateCheck], dict[str, Any]]:
+    """The record-count alert: each source's rows read against the median of the same source in
+    earlier runs (newest first, at most gate.row_count_runs of them), and the measures."""
+    severity = gate.severity["max_row_count_change"]
+    checks, measures = [], {}
+    for source, rows in rows_read.items():
+        earlier = [run[source] for run in history[: gate.row_count_runs] if source in run]
+        what = f"source '{source}': rows read"
+        if not earlier:
+            checks.append(
+                bound_check("max_row_count_change", None, gate.max_row_count_change, what, severity)
+            )
+            continue
+        usual = float(np.median(earlier))
+        change = abs(rows - usual) / usual if usual else float(rows > 0)
+        passed = change <= gate.max_row_count_change
+        message = (
+            f"source '{source}': {rows:,} rows read, {change:.0%} {'below' if rows < usual else 'above'} "
+            f"the median of the last {len(earlier)} published runs ({usual:,.0f}); "
+            f"{'within' if passed else 'exceeds'} the allowed change of {gate.max_row_count_change:.0%}"
+        )
+        checks.append(
+            GateCheck("max_row_count_change", change, gate.max_row_count_change, passed, severity, message)
+        )
+        measures[source] = {"rows": rows, "median": usual, "runs": len(earlier), "change": change}
+    return checks, measures
+
+
+def published_rows_read(runs: Any) -> list[dict[str, int]]:
+    """Rows read per source by each published run of a segmentation_runs table, newest first."""
+    if runs.empty:
+        return []
+    published = runs[runs["status"] == "published"]
+    return [json.loads(rows) for rows in published["rows_read"] if rows]
+
+
 def evaluate_gate(
     labels: np.ndarray,
     scores: dict[str, Any],
@@ -130,9 +171,12 @@ def evaluate_gate(
     gate: GateConfig,
     min_segments: int = 2,
     family: str = "partitioning",
+    rows_read: dict[str, int] | None = None,
+    history: list[dict[str, int]] | None = None,
 ) -> GateDecision:
-    """Apply every gate rule to a segmentation: quality, sizes, noise, stability and drift. `family`:
-    the algorithm's family (the registry's); a rule-based map is not judged on cluster quality."""
+    """Apply every gate rule to a segmentation: quality, sizes, noise, stability, drift, and the
+    sources' row counts against their history. `family`: the algorithm's family (the registry's); a
+    rule-based map is not judged on cluster quality."""
     severity = {rule: gate.severity.get(rule, "critical") for rule in get_args(GateRule)}
     shares, noise = segment_shares(labels)
     stability = scores.get("stability")
@@ -188,12 +232,18 @@ def evaluate_gate(
     ]
     if family in RULE_FAMILIES:
         checks = [not_judged(check) if check.rule in NOT_JUDGED_FOR_RULES else check for check in checks]
+    counted, row_counts = row_count_checks(rows_read or {}, history or [], gate)
+    checks += counted
     measures = {
         "noise_share": noise,
         "segment_shares": sorted(shares.round(4).tolist(), reverse=True),
         **{k: v for k, v in drift.items() if v is not None},
+        **({"row_counts": row_counts} if row_counts else {}),
     }
     return GateDecision(checks=checks, override=gate.override, measures=measures)
+
+
+RUN_HISTORY_ROWS_PER_RUN = 5  # rejected, failed and scoring runs sit between published ones
 
 
 @task(name="feasibility", cache_policy=NO_CACHE)
@@ -204,6 +254,12 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
     return decision
 
 
+@task(name="row-count-history", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+def row_count_history_task(store: PublicationStore, runs: int) -> list[dict[str, int]]:
+    """Rows read per source by the last published runs, newest first (other runs interleave)."""
+    return published_rows_read(store.read_runs(RUN_HISTORY_ROWS_PER_RUN * runs))[:runs]
+
+
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(
     labels: np.ndarray,
@@ -212,8 +268,10 @@ def validate_task(
     gate: GateConfig,
     min_segments: int,
     family: str,
+    rows_read: dict[str, int] | None = None,
+    history: list[dict[str, int]] | None = None,
 ) -> GateDecision:
-    decision = evaluate_gate(labels, scores, drift, gate, min_segments, family)
+    decision = evaluate_gate(labels, scores, drift, gate, min_segments, family, rows_read, history)
     logger = get_run_logger()
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate: %s", check.message)

@@ -75,12 +75,13 @@ def small_demo(tmp_path_factory) -> dict[str, Path]:
 
 @dataclass
 class Receiver:
-    """A local webhook endpoint: where to post, what was posted (JSON bodies and request paths), and
-    the HTTP status it answers with."""
+    """A local webhook endpoint: where to post, what was posted (JSON bodies, request paths and
+    headers), and the HTTP status it answers with."""
 
     url: str
     received: list[dict] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     status: int = 204
 
 
@@ -94,6 +95,7 @@ def receiver():
             body = self.rfile.read(int(self.headers["Content-Length"]))
             endpoint.received.append(json.loads(body))
             endpoint.paths.append(self.path)
+            endpoint.headers.append(dict(self.headers.items()))
             self.send_response(endpoint.status)
             self.end_headers()
 

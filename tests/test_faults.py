@@ -44,6 +44,7 @@ from segflow.errors import PublishError, SourceError
 from segflow.retry import is_transient_failure
 from segflow.sources import SourceSize, estimate_source_size, read_source
 from segflow.stores import PostgresStore, TableWrite
+from segflow.tables import TABLES
 from segflow.tasks.ingest import (
     PROCESS_BYTES,
     check_memory_budget,
@@ -358,7 +359,12 @@ def copy_of(baseline: Workspace, folder: Path, pg: tuple[str, str] | None = None
         return space
     with duckdb.connect(str(baseline.folder / "warehouse.duckdb"), read_only=True) as connection:
         names = [r[0] for r in connection.sql("SHOW TABLES FROM segments").fetchall()]
-        writes = [TableWrite(name, baseline.warehouse_table(name), "all") for name in names]
+        # the derived tables (views over the others) are defined by the next publication, not copied
+        writes = [
+            TableWrite(name, baseline.warehouse_table(name), "all")
+            for name in names
+            if TABLES[name].mode != "derived"
+        ]
     PostgresStore(*pg).publish(DAY1, writes)
     return space
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segflow.errors import PublishError
-from segflow.tables import TABLES
+from segflow.tables import MEMBERSHIP_HISTORY_SQL, TABLES
 
 Replace = Literal["all", "as_of", "run"]
 PUBLISHING_STATUSES = ("published", "scored")  # runs that moved the snapshot to their as-of
@@ -49,6 +49,7 @@ class StoredState:
     snapshot_as_of: date | None = None  # of the last run that published or scored
     definitions: pd.DataFrame | None = None
     changes_on_as_of: pd.DataFrame | None = None
+    holdouts: pd.DataFrame | None = None  # segment_holdouts, when published
 
 
 class PublicationStore(Protocol):
@@ -149,6 +150,17 @@ def create_table_sql(
         columns.append("PRIMARY KEY (" + ", ".join(map(quote_identifier, primary_key)) + ")")
     guard = "IF NOT EXISTS " if if_not_exists else ""
     return f"CREATE TABLE {guard}{qualified} ({', '.join(columns)})"
+
+
+def history_view_sql(schema: str) -> str:
+    """The warehouses' segment_membership_history: a view over the change feed."""
+    history = MEMBERSHIP_HISTORY_SQL.format(changes=qualified_name(schema, "segment_changes"))
+    return f"CREATE OR REPLACE VIEW {qualified_name(schema, 'segment_membership_history')} AS {history}"
+
+
+def writes_changes(writes: list[TableWrite]) -> bool:
+    """Whether a publication writes the change feed (and so defines the history derived from it)."""
+    return any(write.name == "segment_changes" for write in writes)
 
 
 def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:

@@ -15,8 +15,10 @@ from segflow.stores.base import (
     TableWrite,
     create_table_sql,
     delete_sql,
+    history_view_sql,
     qualified_name,
     quote_identifier,
+    writes_changes,
 )
 from segflow.tables import TABLES
 
@@ -53,6 +55,8 @@ class DuckDBStore(SqlReads):
             def query(sql: str, parameters: list | None = None) -> pd.DataFrame:
                 return connection.sql(sql, params=parameters).to_arrow_table().to_pandas()
 
+            holdouts = "segment_holdouts" in present
+
             return StoredState(
                 snapshot=query(f"SELECT * FROM {self._name('customer_segments')}"),
                 snapshot_as_of=connection.sql(
@@ -62,6 +66,7 @@ class DuckDBStore(SqlReads):
                 changes_on_as_of=query(
                     f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = ?", [as_of]
                 ),
+                holdouts=query(f"SELECT * FROM {self._name('segment_holdouts')}") if holdouts else None,
             )
 
     def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None:
@@ -86,6 +91,8 @@ class DuckDBStore(SqlReads):
                 connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
                 for write in writes:
                     self._write(connection, as_of, write)
+                if writes_changes(writes):
+                    connection.execute(history_view_sql(self.schema))
                 connection.execute("COMMIT")
             except Exception:
                 connection.execute("ROLLBACK")

@@ -5,6 +5,7 @@ Layout under the configured folder:
     publications/<id>/customer_segments.parquet, segment_definitions.parquet,
                       segmentation_runs.parquet
     publications/<id>/segment_changes/<as_of>.parquet (likewise segment_profiles, quarantine)
+    publications/<id>/segment_membership_history.parquet   derived from segment_changes
 Per-date files of earlier publications are hard-linked, not copied, into the new folder.
 """
 
@@ -17,13 +18,20 @@ import uuid
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from segflow.stores.base import PUBLISHING_STATUSES, StoredState, TableWrite, check_primary_key
-from segflow.tables import TABLES
+from segflow.stores.base import (
+    PUBLISHING_STATUSES,
+    StoredState,
+    TableWrite,
+    check_primary_key,
+    writes_changes,
+)
+from segflow.tables import CUSTOMER_ID, MEMBERSHIP_HISTORY_SQL, TABLES
 
 KEEP_PUBLICATIONS = 5
 PUBLICATION_NAME = re.compile(r"\d{4}-\d{2}-\d{2}-[0-9a-f]{12}")  # only folders segflow made are pruned
@@ -34,6 +42,18 @@ def kept_rows(old: pa.Table, write: TableWrite, as_of: date) -> pa.Array:
     if write.replace == "run":
         return pc.not_equal(old["run_id"], pa.scalar(write.run_id))
     return pc.not_equal(old["as_of"], pa.scalar(as_of, pa.date32()))
+
+
+def write_history(staging: Path) -> None:
+    """segment_membership_history of a publication, from every file of its change feed."""
+    changes = pq.read_table(staging / "segment_changes")
+    schema = TABLES["segment_membership_history"].arrow_schema(changes.schema.field(CUSTOMER_ID).type)
+    with duckdb.connect() as connection:
+        connection.register("changes", changes)
+        history = connection.sql(MEMBERSHIP_HISTORY_SQL.format(changes="changes")).to_arrow_table()
+    target = staging / "segment_membership_history.parquet"
+    target.unlink(missing_ok=True)  # a hard link to the previous publication's file
+    pq.write_table(history.cast(schema), target)
 
 
 class ParquetStore:
@@ -63,6 +83,7 @@ class ParquetStore:
             snapshot_as_of=published["as_of"].max() if published is not None and len(published) else None,
             definitions=self._read(folder, "segment_definitions"),
             changes_on_as_of=pq.read_table(changes_file).to_pandas() if changes_file.exists() else None,
+            holdouts=self._read(folder, "segment_holdouts"),
         )
 
     def read_model(self) -> dict | None:
@@ -99,6 +120,8 @@ class ParquetStore:
             self._carry_forward(previous, staging, writes)
             for write in writes:
                 self._write(previous, staging, as_of, write)
+            if writes_changes(writes):
+                write_history(staging)
             final = self.publications / publication_id
             os.rename(staging, final)
             self._point_current_to(final)

@@ -17,8 +17,10 @@ from segflow.stores.base import (
     TableWrite,
     create_table_sql,
     delete_sql,
+    history_view_sql,
     qualified_name,
     quote_identifier,
+    writes_changes,
 )
 from segflow.tables import TABLES
 from segflow.uris import redact_uri, with_secret_password
@@ -78,6 +80,8 @@ class PostgresStore(SqlReads):
 
             cursor.execute(SNAPSHOT_AS_OF_SQL.format(runs=self._name("segmentation_runs")))
             snapshot_as_of = cursor.fetchone()[0]
+            cursor.execute("SELECT to_regclass($1)", parameters=(self._name("segment_holdouts"),))
+            holdouts = cursor.fetchone()[0] is not None
             return StoredState(
                 snapshot=query(f"SELECT * FROM {self._name('customer_segments')}"),
                 snapshot_as_of=snapshot_as_of,
@@ -85,6 +89,7 @@ class PostgresStore(SqlReads):
                 changes_on_as_of=query(
                     f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = $1", (as_of,)
                 ),
+                holdouts=query(f"SELECT * FROM {self._name('segment_holdouts')}") if holdouts else None,
             )
 
     def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None:
@@ -147,6 +152,8 @@ class PostgresStore(SqlReads):
                 cursor.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_seconds * 1000)}ms'")
                 for write in writes:
                     self._swap_table(cursor, as_of, write, staged[write.name])
+                if writes_changes(writes):
+                    cursor.execute(history_view_sql(self.schema))
                 connection.commit()
             except Exception:
                 connection.rollback()
