@@ -207,12 +207,19 @@ def prepare_features(
 
 def as_written(readable: pd.DataFrame, table: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
     """The readable values with each category in its most common spelling in the source ('Fiber optic'
-    rather than the normalised 'fiber optic' the model encodes): what profiles and names show."""
+    rather than the normalised 'fiber optic' the model encodes): what profiles and names show. Ties
+    go to the normalised spelling, then to the first in sort order, so that every run writes the same."""
     written = readable.copy()
     for column in categorical:
         source = table[column].astype("string").str.strip()
         pairs = pd.DataFrame({"value": readable[column].to_numpy(), "written": source.to_numpy()}).dropna()
-        spelling = pairs.value_counts().reset_index().drop_duplicates("value").set_index("value")["written"]
+        counts = pairs.value_counts().rename("count").reset_index()
+        counts["other_spelling"] = counts["written"] != counts["value"]
+        # the most common spelling; on a tie the normalised one, then the first in sort order
+        counts = counts.sort_values(
+            ["value", "count", "other_spelling", "written"], ascending=[True, False, True, True]
+        )
+        spelling = counts.drop_duplicates("value").set_index("value")["written"]
         written[column] = readable[column].map(spelling).fillna(readable[column])
     return written
 

@@ -38,7 +38,7 @@ def test_a_source_at_half_its_usual_rows_fails_the_rule_as_a_warning_by_default(
 
     critical = GateConfig(severity={"max_row_count_change": "critical"})
     decision = evaluate_gate(
-        np.repeat([0, 1], 50), {"silhouette": 0.5}, {}, critical, {"orders": 546}, history
+        np.repeat([0, 1], 50), {"silhouette": 0.5}, {}, critical, rows_read={"orders": 546}, history=history
     )
     assert decision.status == "rejected" and any("48% below" in r for r in decision.reasons)
     assert critical.severity["max_size_shift"] == "warning"  # the other rules keep their defaults
