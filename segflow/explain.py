@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.tree import DecisionTreeClassifier
 
 from segflow.tables import NOISE_LABEL
 
@@ -194,7 +193,7 @@ def node_paths(tree: Any) -> list[list[tuple[int, bool, float]]]:
     return paths
 
 
-def best_node(tree: DecisionTreeClassifier, matrix: np.ndarray, target: np.ndarray) -> int:
+def best_node(tree: Any, matrix: np.ndarray, target: np.ndarray) -> int:
     """The node that best captures the segment on the sample: highest F1, the first on ties (a parent
     before its children). Any node, not only a leaf: a weighted tree may split a node that is already
     pure (its impurity is a rounding error above 0), and then the node itself is the better rule."""
@@ -272,6 +271,8 @@ def segment_rules(
 ) -> dict[int, SegmentRule]:
     """Each segment's rule (noise has none): one-vs-rest trees of depth 3 on a seeded sample of the
     customers; the conditions' recall and precision are measured on every customer given."""
+    from sklearn.tree import DecisionTreeClassifier
+
     readable = readable.reset_index(drop=True)
     labels = np.asarray(labels)
     rows = np.arange(len(readable))

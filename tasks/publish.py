@@ -12,7 +12,6 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-from scipy.optimize import linear_sum_assignment
 
 from segflow.errors import ConfigError
 from segflow.ledger import RunFacts, RunLedger
@@ -83,6 +82,8 @@ def overlap_matches(
     assignments: pd.DataFrame, snapshot: pd.DataFrame, eligible_keys: set[str] | None = None
 ) -> dict[int, str]:
     """Pair new labels with old keys by an optimal assignment on member overlap (Jaccard)."""
+    from scipy.optimize import linear_sum_assignment
+
     old = snapshot[snapshot["segment_key"] != NOISE_SEGMENT_KEY]
     if eligible_keys is not None:
         old = old[old["segment_key"].isin(eligible_keys)]

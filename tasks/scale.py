@@ -15,9 +15,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
-SCALERS = {"minmax": MinMaxScaler, "standard": StandardScaler, "robust": RobustScaler}
 # what each scaler's `transform` reads, so a saved scaling is arrays, not an estimator object
 SCALER_STATE = {
     "minmax": ("min_", "scale_"),
@@ -26,6 +24,13 @@ SCALER_STATE = {
 }
 # below this, a sum of squares of any number of rows a machine can hold stays finite (1e100^2 x 1e100)
 SAFE_MAGNITUDE = 1e100
+
+
+def scaler_classes() -> dict[str, type]:
+    """The scalers by config name."""
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    return {"minmax": MinMaxScaler, "standard": StandardScaler, "robust": RobustScaler}
 
 
 @dataclass
@@ -53,7 +58,7 @@ class FittedScaling:
 
     def saved(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Settings (scaler kind, columns, category weights) and arrays (the scaler's state, magnitudes)."""
-        kind = next(name for name, scaler in SCALERS.items() if type(self.scaler) is scaler)
+        kind = next(name for name, scaler in scaler_classes().items() if type(self.scaler) is scaler)
         arrays = {name: getattr(self.scaler, name) for name in SCALER_STATE[kind]}
         if self.magnitudes is not None:
             arrays["magnitudes"] = self.magnitudes
@@ -62,7 +67,7 @@ class FittedScaling:
     @classmethod
     def from_saved(cls, settings: dict, arrays: dict[str, np.ndarray]) -> FittedScaling:
         """The scaling `saved` describes, its scaler rebuilt with the fitted state its transform reads."""
-        scaler = SCALERS[settings["scaler"]]()
+        scaler = scaler_classes()[settings["scaler"]]()
         for name in SCALER_STATE[settings["scaler"]]:
             setattr(scaler, name, arrays[name])
         scaler.n_features_in_ = len(settings["columns"])
@@ -91,7 +96,7 @@ def fit_scaling(
     model_input: pd.DataFrame, kind: str, categorical: list[str]
 ) -> tuple[FittedScaling, np.ndarray]:
     """The fitted scaling and the model input scaled by it (scaled once, not fitted then redone)."""
-    scaler = SCALERS[kind]()
+    scaler = scaler_classes()[kind]()
     columns = list(model_input.columns)
     values = model_input.to_numpy(dtype=np.float64)
     largest = np.maximum(values.max(axis=0), -values.min(axis=0)) if len(values) else np.zeros(len(columns))

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
-from scipy.spatial import cKDTree
-from sklearn.metrics.pairwise import pairwise_distances_argmin
 
 from segflow.rfm import RfmMap
 from segflow.saved_model import with_prefix, without_prefix
@@ -106,6 +104,8 @@ class NearestCentre:
     labels: np.ndarray | None = None
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        from sklearn.metrics.pairwise import pairwise_distances_argmin
+
         nearest = pairwise_distances_argmin(matrix, self.centres).astype(np.int64)
         return nearest if self.labels is None else self.labels[nearest]
 
@@ -134,6 +134,8 @@ class NearestReferenceWithin:
         assigned = np.full(len(matrix), NOISE_LABEL, dtype=np.int64)
         if len(self.points) == 0 or len(matrix) == 0:
             return assigned
+        from scipy.spatial import cKDTree
+
         bound = np.nextafter(float(self.radius.max()), np.inf)
         distance, nearest = cKDTree(self.points).query(matrix, k=1, distance_upper_bound=bound, workers=-1)
         found = np.flatnonzero(np.isfinite(distance))
@@ -219,6 +221,8 @@ class HdbscanApproximatePredict:
 
     def _nearest_by_mutual_reachability(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row: the training point at the smallest mutual reachability, and 1 / that distance."""
+        from scipy.spatial import cKDTree
+
         n_neighbours = min(2 * self.min_samples, len(self.raw_data))
         distance, neighbour = cKDTree(self.raw_data).query(matrix, k=n_neighbours, workers=-1)
         distance, neighbour = distance.reshape(len(matrix), -1), neighbour.reshape(len(matrix), -1)

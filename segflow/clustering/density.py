@@ -4,7 +4,7 @@ Defaults: min_samples = 2 x features; eps = the knee of the sorted k-distance cu
 sample; min_cluster_size = `min_segment_share` of the fit sample (clusters smaller than that are
 noise, for DBSCAN and OPTICS too). OPTICS cuts its reachability plot at that eps unless `xi` is
 set (xi steep-area extraction fragmented moons and circles in our trials). `hdbscan` is imported
-only when HDBSCAN runs: importing it costs about a second.
+only when HDBSCAN runs (importing it costs about a second), scikit-learn only when a method runs.
 
 A density method finds its own number of clusters. Unless eps or min_cluster_size is configured,
 each is fitted at a few scales of its default (the candidates, as k is for the others), so that
@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
-from sklearn import config_context
-from sklearn.cluster import DBSCAN, OPTICS
 
 from segflow.clustering.assignment import Deferred, Fit, HdbscanApproximatePredict, NearestReferenceWithin
 from segflow.tables import NOISE_LABEL
@@ -42,6 +40,8 @@ def cluster_size_scales(rows: np.ndarray, settings: dict) -> list[int]:
 
 
 def fit_dbscan(rows: np.ndarray, scales: list[float], settings: dict, seed: int) -> dict[float, Fit]:
+    from sklearn.cluster import DBSCAN
+
     min_samples, knee, eps_from = _density_scale(rows, settings)
     min_cluster_size = _min_cluster_size(rows, settings)
     fits = {}
@@ -92,6 +92,8 @@ def knee_eps(rows: np.ndarray, min_samples: int) -> float:
 
     The knee is the point farthest below the chord of the curve rescaled to the unit square.
     """
+    from scipy.spatial import cKDTree
+
     n_neighbours = min(min_samples, len(rows))
     distance, _ = cKDTree(rows).query(rows, k=n_neighbours, workers=-1)
     curve = np.sort(distance.reshape(len(rows), -1)[:, -1])
@@ -139,7 +141,8 @@ def fit_optics(rows: np.ndarray, scales: list[float], settings: dict, seed: int)
     The xi extraction is fragile with default settings (ARI 0.01-0.9 on moons/circles with noise
     at xi=0.05, depending on min_samples and min_cluster_size), hence the eps cut by default.
     """
-    from sklearn.cluster import cluster_optics_dbscan
+    from sklearn import config_context
+    from sklearn.cluster import OPTICS, cluster_optics_dbscan
 
     min_samples, knee, eps_from = _density_scale(rows, settings)
     min_cluster_size = _min_cluster_size(rows, settings)
@@ -173,7 +176,7 @@ def fit_optics(rows: np.ndarray, scales: list[float], settings: dict, seed: int)
     return fits
 
 
-def _optics_fit(rows: np.ndarray, estimator: OPTICS, labels: np.ndarray, params: dict) -> Fit:
+def _optics_fit(rows: np.ndarray, estimator: Any, labels: np.ndarray, params: dict) -> Fit:
     """An OPTICS clustering's fit: its labels and the rule that reaches new rows from its members."""
     # A cluster's reach is the largest reachability inside it (its first point's reachability is
     # the jump into the cluster, so it does not count). A member reaches a new row if both its

@@ -9,10 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.cluster.hierarchy import linkage as scipy_linkage
-from scipy.spatial import cKDTree
-from scipy.spatial.distance import pdist, squareform
-from sklearn.cluster import Birch
 
 from segflow.clustering.assignment import Fit, NearestCentre, segment_centres
 from segflow.clustering.diana import diana
@@ -29,6 +25,8 @@ def fit_birch(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dic
     like one of hundreds of rows: on the demo it split off 3% and 1% groups and its k=2 changed
     from one subsample to the next (stability -0.01); weighted, it agrees with agglomerative.
     """
+    from sklearn.cluster import Birch
+
     threshold = settings["birch_threshold"] or birch_threshold(rows)
     tree = Birch(threshold=threshold, n_clusters=None).fit(rows)
     subcluster = tree.predict(rows)
@@ -100,19 +98,25 @@ def weighted_ward(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def birch_threshold(rows: np.ndarray) -> float:
     """Median radius of the neighbourhood that holds BIRCH_NEIGHBOURHOOD_SHARE of the rows."""
+    from scipy.spatial import cKDTree
+
     n_neighbours = min(len(rows), max(2, math.ceil(BIRCH_NEIGHBOURHOOD_SHARE * len(rows))) + 1)
     distance, _ = cKDTree(rows).query(rows, k=n_neighbours, workers=-1)
     return max(float(np.median(distance[:, -1])), np.finfo(np.float64).tiny)
 
 
 def fit_agglomerative(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:
-    merges = scipy_linkage(rows, method=settings["linkage"])
+    from scipy.cluster.hierarchy import linkage
+
+    merges = linkage(rows, method=settings["linkage"])
     dendrogram = {"linkage": merges, "leaves": "fit-sample rows"}
     params = {"linkage": settings["linkage"]}
     return {k: _hierarchy_fit(rows, cut_linkage(merges, k), {"k": k, **params}, dendrogram) for k in ks}
 
 
 def fit_diana(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:
+    from scipy.spatial.distance import pdist, squareform
+
     hierarchy = diana(squareform(pdist(rows)), max(ks))
     dendrogram = {
         "linkage": hierarchy.linkage(),

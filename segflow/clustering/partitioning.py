@@ -10,10 +10,7 @@ Rousseeuw found FasterCLARA reaches lower cost than CLARANS in less time.
 
 from __future__ import annotations
 
-import kmedoids
 import numpy as np
-from scipy.spatial.distance import cdist, pdist, squareform
-from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from segflow.clustering.assignment import DISTANCE_BLOCK_ROWS, Fit, NearestCentre
 
@@ -31,6 +28,8 @@ def refit_kmeans(matrix: np.ndarray, sample_fit: Fit, settings: dict, seed: int)
 
 
 def _kmeans(rows, k, n_init, init, settings, seed) -> Fit:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
     mini_batch = len(rows) > settings["mini_batch_above"]
     kind = MiniBatchKMeans if mini_batch else KMeans
     estimator = kind(n_clusters=k, init=init, n_init=n_init, random_state=seed).fit(rows)
@@ -43,6 +42,9 @@ def _kmeans(rows, k, n_init, init, settings, seed) -> Fit:
 
 
 def fit_kmedoids(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:
+    import kmedoids
+    from scipy.spatial.distance import pdist, squareform
+
     dissimilarity = squareform(pdist(rows)).astype(np.float32)
     fits = {}
     for k in ks:
@@ -52,6 +54,9 @@ def fit_kmedoids(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> 
 
 
 def fit_clara(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:
+    import kmedoids
+    from scipy.spatial.distance import pdist, squareform
+
     draw_size = min(len(rows), settings["clara_sample_size"])
     fits = {}
     for k in ks:
@@ -79,6 +84,8 @@ def _medoid_fit(rows: np.ndarray, medoids: np.ndarray, params: dict) -> Fit:
 
 
 def _nearest_distances(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    from scipy.spatial.distance import cdist
+
     return np.concatenate(
         [
             cdist(rows[start : start + DISTANCE_BLOCK_ROWS], centres).min(axis=1)

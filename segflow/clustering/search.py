@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.spatial.distance import cdist
-from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score
 from threadpoolctl import threadpool_limits
 
 from segflow.clustering.assignment import DISTANCE_BLOCK_ROWS, Fit, segment_centres
@@ -64,6 +62,8 @@ class SampleScorer:
     """Scores labellings of the score sample; its distance matrix is computed once."""
 
     def __init__(self, rows: np.ndarray):
+        from scipy.spatial.distance import cdist
+
         self.rows = rows
         self.distances = np.empty((len(rows), len(rows)), dtype=np.float32)
         for start in range(0, len(rows), DISTANCE_BLOCK_ROWS):
@@ -75,6 +75,8 @@ class SampleScorer:
         """Silhouette, Calinski-Harabasz and Davies-Bouldin on the non-noise rows (of the first
         len(labels) rows of the sample), DBCV when it is the measure; the validity (the measure's
         value) is None if there are fewer than 2 segments."""
+        from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
         n = len(labels)
         rows, distances = (
             (self.rows, self.distances) if n == len(self.rows) else (self.rows[:n], self.distances[:n, :n])
@@ -278,6 +280,8 @@ def refit_stability(
     """Per contender, the mean adjusted Rand index between its labels and refits of the same candidate
     on `stability_resamples` random subsamples of the fit sample (noise counts as its own label). Each
     subsample refits every contender in one call (one linkage serves every k of a hierarchy)."""
+    from sklearn.metrics import adjusted_rand_score
+
     if config.stability_resamples == 0:
         return [None] * len(contenders)
     rng = np.random.default_rng([config.seed, len(rows)])
