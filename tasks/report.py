@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import numpy as np
 import pandas as pd
 from prefect import task
@@ -29,12 +28,6 @@ from segflow.clustering.registry import RFM_MAP_ALGORITHM
 from segflow.explain import conditions_text
 from segflow.files import write_atomically
 from segflow.rfm import CELL_NAMES, RFM_MAP, cells_of
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from scipy.cluster.hierarchy import dendrogram
-from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_samples
 
 PLOT_SAMPLE = 4_000
 NOISE_KEY = "seg-0000"
@@ -68,11 +61,10 @@ class ReportInputs:
     holdouts: list[dict[str, Any]] = field(default_factory=list)  # per segment: customers, holdout, share
 
 
-def figure_png(figure: plt.Figure) -> str:
-    """A matplotlib figure as a base64 PNG data URI (and the figure closed)."""
+def figure_png(figure: Any) -> str:
+    """A matplotlib figure as a base64 PNG data URI."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -85,6 +77,9 @@ def projection_and_silhouette(
     matrix: np.ndarray, keys: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """PCA coordinates and per-segment mean silhouette on one sample of customers."""
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_samples
+
     rows = sample_rows(len(matrix), PLOT_SAMPLE, seed)
     sample, sample_keys = matrix[rows], keys[rows]
     components = min(2, sample.shape[1])
@@ -99,42 +94,61 @@ def projection_and_silhouette(
     return coordinates, sample_keys, silhouette
 
 
-# Segment names come from column names: they are drawn as written, never parsed as math text
-# (a name holding '$\foo$' stopped the run before it published).
-@matplotlib.rc_context({"text.parse_math": False})
 def plots(inputs: ReportInputs) -> dict[str, str]:
     """Every chart of the report, as data URIs."""
+    import matplotlib
+
+    # Segment names come from column names: they are drawn as written, never parsed as math text
+    # (a name holding '$\foo$' stopped the run before it published).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return drawn_plots(inputs)
+
+
+def figure(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
+    """A figure and its axes, drawn by the Agg canvas: no pyplot, so no GUI backend or figure registry."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drawing = Figure(figsize=(width, height))
+    FigureCanvasAgg(drawing)
+    return drawing, drawing.subplots(1, columns)
+
+
+def drawn_plots(inputs: ReportInputs) -> dict[str, str]:
+    """The charts, drawn under the report's matplotlib settings."""
+    from scipy.cluster.hierarchy import dendrogram
+
     names = dict(zip(inputs.segments["segment_key"], inputs.segments["segment_name"], strict=True))
     ordered = inputs.segments.sort_values("size", ascending=True)
     charts: dict[str, str] = {}
 
-    figure, axis = plt.subplots(figsize=(8, 0.45 * len(ordered) + 1))
+    drawing, axis = figure(8, 0.45 * len(ordered) + 1)
     axis.barh([names[k] for k in ordered["segment_key"]], ordered["size"], color="#4C72B0")
     axis.set_xlabel("customers")
-    charts["sizes"] = figure_png(figure)
+    charts["sizes"] = figure_png(drawing)
 
-    figure, axis = plt.subplots(figsize=(7, 5.5))
+    drawing, axis = figure(7, 5.5)
     for key in sorted(set(inputs.projection_keys)):
         points = inputs.projection[inputs.projection_keys == key]
         axis.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6, label=names.get(key, key))
     axis.set_xlabel("first principal component")
     axis.set_ylabel("second principal component")
     axis.legend(fontsize=7, markerscale=2, loc="best")
-    charts["projection"] = figure_png(figure)
+    charts["projection"] = figure_png(drawing)
 
     if inputs.silhouette_by_key:
         keys = sorted(inputs.silhouette_by_key, key=inputs.silhouette_by_key.get)
-        figure, axis = plt.subplots(figsize=(8, 0.45 * len(keys) + 1))
+        drawing, axis = figure(8, 0.45 * len(keys) + 1)
         axis.barh(
             [names.get(k, k) for k in keys], [inputs.silhouette_by_key[k] for k in keys], color="#55A868"
         )
         axis.axvline(0, color="black", linewidth=0.8)
         axis.set_xlabel("mean silhouette (higher: more distinct)")
-        charts["silhouette"] = figure_png(figure)
+        charts["silhouette"] = figure_png(drawing)
 
     search = [row for row in inputs.k_search if "k" in row and row.get("silhouette") is not None]
     if search:
-        figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        drawing, axes = figure(12, 3.2, columns=3)
         ks = [row["k"] for row in search]
         for axis, metric, better in zip(
             axes,
@@ -146,10 +160,10 @@ def plots(inputs: ReportInputs) -> dict[str, str]:
             axis.axvline(inputs.params.get("k", ks[0]), color="grey", linestyle="--")
             axis.set_title(f"{metric.replace('_', '-')} ({better} is better)", fontsize=9)
             axis.set_xlabel("number of segments k")
-        charts["k_search"] = figure_png(figure)
+        charts["k_search"] = figure_png(drawing)
 
     if inputs.dendrogram is not None:
-        figure, axis = plt.subplots(figsize=(10, 4))
+        drawing, axis = figure(10, 4)
         dendrogram(
             np.asarray(inputs.dendrogram["linkage"]),
             truncate_mode="lastp",
@@ -159,11 +173,11 @@ def plots(inputs: ReportInputs) -> dict[str, str]:
             color_threshold=None,
         )
         axis.set_ylabel("merge distance")
-        charts["dendrogram"] = figure_png(figure)
+        charts["dendrogram"] = figure_png(drawing)
 
     if not inputs.migration.empty:
         matrix = inputs.migration
-        figure, axis = plt.subplots(figsize=(1.0 * matrix.shape[1] + 3, 0.6 * matrix.shape[0] + 2))
+        drawing, axis = figure(1.0 * matrix.shape[1] + 3, 0.6 * matrix.shape[0] + 2)
         axis.imshow(np.log1p(matrix.to_numpy()), cmap="Blues")
         axis.set_xticks(
             range(matrix.shape[1]),
@@ -177,7 +191,7 @@ def plots(inputs: ReportInputs) -> dict[str, str]:
             axis.text(j, i, f"{value:,}", ha="center", va="center", fontsize=7)
         axis.set_xlabel("this run")
         axis.set_ylabel("last publication")
-        charts["migration"] = figure_png(figure)
+        charts["migration"] = figure_png(drawing)
     return charts
 
 
