@@ -13,7 +13,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from openlineage.client.event_v2 import RunEvent, RunState
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.logging import get_logger, get_run_logger
@@ -24,14 +23,7 @@ from segflow.contracts.check import SourcesCheck
 from segflow.errors import ConfigError, ContractViolation, GateRejected, SegflowError, failure_status
 from segflow.files import private_files
 from segflow.ledger import RunFacts, RunLedger
-from segflow.lineage import (
-    LineageEmitter,
-    RunIdentity,
-    input_datasets,
-    lineage_events,
-    output_datasets,
-    run_event,
-)
+from segflow.lineage_delivery import COMPLETE, LineageEmitter, RunIdentity, lineage_events
 from segflow.locks import one_writer
 from segflow.notify import notice, send
 from segflow.stores import PublicationStore, open_stores
@@ -196,15 +188,17 @@ class Run:
             run_identity(self.config, self.ledger.run_id, self.ledger.as_of) if self.lineage.enabled else None
         )
 
-    def lineage_event(self, state: RunState, error: BaseException | None) -> RunEvent:
+    def lineage_event(self, state: str, error: BaseException | None) -> Any:
         """The run's lineage event: the sources with what was learnt of them, and what it published."""
+        from segflow.lineage import input_datasets, output_datasets, run_event
+
         ledger = self.ledger
         return run_event(
             state,
             self.identity,
             self.config.lineage.namespace,
             input_datasets(self.config.sources, ledger.rows_read, ledger.schemas, ledger.rule_outcomes),
-            output_datasets(self.config.publish, self.published if state == RunState.COMPLETE else {}),
+            output_datasets(self.config.publish, self.published if state == COMPLETE else {}),
             error,
         )
 
@@ -271,8 +265,13 @@ def backfill_lineage(config: SegflowConfig, start: date, end: date) -> Iterator[
     """A backfill's own lineage events; the runs of its dates emit theirs, with it as their parent."""
     lineage = LineageEmitter(config.lineage)
     identity = run_identity(config, None, start, until=end) if lineage.enabled else None
-    namespace = config.lineage.namespace
-    with lineage_events(lineage, lambda state, error: run_event(state, identity, namespace, error=error)):
+
+    def event(state: str, error: BaseException | None) -> Any:
+        from segflow.lineage import run_event
+
+        return run_event(state, identity, config.lineage.namespace, error=error)
+
+    with lineage_events(lineage, event):
         yield
 
 

@@ -1,24 +1,19 @@
-"""OpenLineage events of segflow's runs, built from plain facts and sent through the configured transport.
+"""OpenLineage events of segflow's runs, built from plain facts.
 
 A run emits START when it starts and COMPLETE or FAIL when it ends. Its inputs are the configured
 sources (columns, rows read, every contract rule passed or failed), its outputs the published tables
 in the warehouse and in Parquet (rows written), named as OpenLineage's naming conventions say: a
 PostgreSQL table by host, port, database, schema and table, a file by its path. No name, namespace or
-facet holds a user name, password, token or connection option. Delivery never fails a run.
+facet holds a user name, password, token or connection option. `segflow.lineage_delivery` sends them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
     data_quality_assertions_dataset,
@@ -33,45 +28,16 @@ from openlineage.client.facet_v2 import (
     tags_run,
 )
 from openlineage.client.naming.dataset import LocalFileSystem, Postgres
-from openlineage.client.transport.console import ConsoleConfig, ConsoleTransport
-from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport, TokenProvider
-from openlineage.client.transport.transport import Transport
-from prefect.logging import get_logger
 
 from segflow import __version__
-from segflow.config import LineageConfig, PublishConfig, SourcesConfig, insecure_webhook
+from segflow.config import PublishConfig, SourcesConfig
 from segflow.contracts.check import RuleOutcome
+from segflow.lineage_delivery import RunIdentity
 from segflow.tables import TABLES
 from segflow.uris import duckdb_path
 
 # segflow has no public home page to point at: a URN names the software and its version
 PRODUCER = f"urn:segflow:{__version__}"
-TOKEN_VARIABLE = "SEGFLOW_LINEAGE_TOKEN"
-# two quick retries: a lineage server that is down must not hold the run for long
-HTTP_RETRY = {
-    "total": 2,
-    "connect": 2,
-    "read": 2,
-    "backoff_factor": 0.3,
-    "status_forcelist": [502, 503, 504],
-    "allowed_methods": ["POST"],
-}
-
-logger = get_logger("segflow.lineage")
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """Which run the events are about: the job (the flow), the OpenLineage run id (the Prefect flow
-    run's), segflow's run id and as-of date, and the parent run (a backfill's) if there is one."""
-
-    job: str
-    run_uuid: str
-    run_id: str | None = None
-    as_of: date | None = None
-    until: date | None = None  # the last as-of date of a backfill
-    parent: tuple[str, str] | None = None  # (parent's run uuid, parent's job)
 
 
 # --------------------------------------------------------------------------- dataset names
@@ -232,7 +198,7 @@ def run_facets(identity: RunIdentity, namespace: str, error: BaseException | Non
 
 
 def run_event(
-    state: RunState,
+    state: str,
     identity: RunIdentity,
     namespace: str,
     inputs: list[InputDataset] | None = None,
@@ -244,7 +210,7 @@ def run_event(
         processingType="BATCH", integration="SEGFLOW", jobType="FLOW", producer=PRODUCER
     )
     return RunEvent(
-        eventType=state,
+        eventType=RunState(state),
         eventTime=datetime.now(UTC).isoformat(),
         run=Run(runId=identity.run_uuid, facets=run_facets(identity, namespace, error)),
         job=Job(namespace=namespace, name=identity.job, facets={"jobType": job_type}),
@@ -252,84 +218,3 @@ def run_event(
         outputs=outputs or [],
         producer=PRODUCER,
     )
-
-
-# --------------------------------------------------------------------------- delivery
-
-
-def endpoint_token(config: LineageConfig) -> str | None:
-    """The lineage endpoint's token: the Prefect Secret block's, else $SEGFLOW_LINEAGE_TOKEN, else none."""
-    if config.token_secret is not None:
-        from prefect.blocks.system import Secret
-
-        return str(Secret.load(config.token_secret).get())
-    return os.environ.get(TOKEN_VARIABLE) or None
-
-
-def transport_for(config: LineageConfig) -> Transport:
-    """The configured OpenLineage transport."""
-    if config.transport == "file":
-        return FileTransport(FileConfig(log_file_path=str(config.path), append=True))
-    if config.transport == "console":
-        return ConsoleTransport(ConsoleConfig())
-    token = endpoint_token(config)
-    if token and insecure_webhook(config.url, config.allow_insecure_http):
-        raise ValueError(
-            "the lineage token would cross plain http:// in clear; use https:// or set "
-            "lineage.allow_insecure_http: true"
-        )
-    auth = ApiKeyTokenProvider({"api_key": token}) if token else TokenProvider({})
-    return HttpTransport(
-        HttpConfig(
-            url=config.url,
-            endpoint=config.endpoint,
-            timeout=config.timeout_seconds,
-            auth=auth,
-            retry=HTTP_RETRY,
-        )
-    )
-
-
-class LineageEmitter:
-    """Sends a run's events through the configured transport; when lineage is off it sends nothing,
-    and a transport or endpoint that fails is logged as a warning, never raised."""
-
-    def __init__(self, config: LineageConfig):
-        self.config = config
-        self.client: OpenLineageClient | None = None
-        if config.transport is None:
-            return
-        try:
-            self.client = OpenLineageClient(transport=transport_for(config))
-        except Exception as error:  # a missing Secret block, an unusable path: the run goes on
-            logger.warning("lineage: no events will be sent (%s: %s)", type(error).__name__, error)
-
-    @property
-    def enabled(self) -> bool:
-        return self.client is not None
-
-    def emit(self, event: Callable[[], RunEvent]) -> None:
-        """Build the event and send it; a failure is a warning naming the host, never an error."""
-        if self.client is None:
-            return
-        try:
-            self.client.emit(event())
-        except Exception as error:
-            where = urlsplit(self.config.url).hostname if self.config.url else self.config.path or "console"
-            logger.warning(
-                "lineage: an event was not delivered to %s (%s); the run goes on", where, type(error).__name__
-            )
-
-
-@contextmanager
-def lineage_events(
-    lineage: LineageEmitter, event: Callable[[RunState, BaseException | None], RunEvent]
-) -> Iterator[None]:
-    """START now, then COMPLETE when the block ends, or FAIL with the error that ends it."""
-    lineage.emit(partial(event, RunState.START, None))
-    try:
-        yield
-    except Exception as error:
-        lineage.emit(partial(event, RunState.FAIL, error))
-        raise
-    lineage.emit(partial(event, RunState.COMPLETE, None))

@@ -18,14 +18,8 @@ from segflow.errors import ContractViolation
 from segflow.flows.backfill import backfill_flow
 from segflow.flows.scoring import scoring_flow
 from segflow.flows.segmentation import segmentation_flow
-from segflow.lineage import (
-    LineageEmitter,
-    RunIdentity,
-    lineage_events,
-    postgres_dataset,
-    run_event,
-    source_dataset,
-)
+from segflow.lineage import postgres_dataset, run_event, source_dataset
+from segflow.lineage_delivery import LineageEmitter, RunIdentity, lineage_events
 from tests.helpers import three_groups
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
