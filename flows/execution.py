@@ -53,6 +53,7 @@ from segflow.tasks.features import (
 )
 from segflow.tasks.ingest import ingest_source, memory_budget_task
 from segflow.tasks.quality import combined_quality_task, quality_task
+from segflow.timing import timed
 
 
 @dataclass
@@ -373,6 +374,7 @@ def everyone(
 
 
 @task(name="partitioned-stages", cache_policy=NO_CACHE)
+@timed
 def partitioned_stages_task(
     config: SegflowConfig, contracts: dict[str, CompiledContract], as_of: date, folder: Path
 ) -> Partitions:
@@ -384,6 +386,7 @@ def partitioned_stages_task(
 
 
 @task(name="fit-sample", cache_policy=NO_CACHE)
+@timed
 def fit_sample_task(partitions: Partitions, fit_rows: int, as_of: date) -> FitFeatures:
     features = fit_sample(partitions, fit_rows)
     log_features(features, as_of)
@@ -391,6 +394,7 @@ def fit_sample_task(partitions: Partitions, fit_rows: int, as_of: date) -> FitFe
 
 
 @task(name="assign-partitions", cache_policy=NO_CACHE)
+@timed
 def assign_partitions_task(partitions: Partitions, preparation: Any, scaling: Any, segmentation: Any) -> Path:
     from prefect_dask import get_dask_client
 

@@ -29,6 +29,7 @@ from segflow.notify import notice, send
 from segflow.stores import PublicationStore, open_stores
 from segflow.tables import TABLES
 from segflow.tasks.publish import Publication, publish_task, record_run, record_run_task
+from segflow.timing import STAGE_SECONDS, process_seconds
 
 
 def segmentation_facts(segmentation: Any, decision: Any, recipe: dict) -> RunFacts:
@@ -231,7 +232,8 @@ class Run:
             self.stop(ContractViolation(check.message))
 
     def summary(self, status: str, counts: dict[str, Any]) -> dict[str, Any]:
-        """What the flow returns (and the CLI prints) when the run published."""
+        """What the flow returns (and the CLI prints) when the run published, with each stage's time
+        and the process's wall time so far."""
         shown = {key: value for key, value in counts.items() if not isinstance(value, list | dict)}
         get_run_logger().info("run %s as of %s %s: %s", self.ledger.run_id, self.ledger.as_of, status, shown)
         return {
@@ -240,6 +242,8 @@ class Run:
             "as_of": self.ledger.as_of.isoformat(),
             **counts,
             "targets": [store.describe() for store in self.stores],
+            "stage_seconds": {stage: round(seconds, 3) for stage, seconds in STAGE_SECONDS.items()},
+            "process_seconds": round(process_seconds(), 3),
         }
 
 
@@ -249,6 +253,7 @@ def started_run(config: SegflowConfig, as_of: date | None, dry_run: bool = False
     recorded in segmentation_runs unless the run recorded its own end (a contract or gate stop).
     Its lineage events say when it started and how it ended (COMPLETE or FAIL)."""
     quiet_expected_failures()
+    STAGE_SECONDS.clear()
     run = Run(config, run_ledger(as_of), open_stores(config.publish), dry_run)
     with lineage_events(run.lineage, run.lineage_event), one_writer(config.publish), private_files():
         run.ledger.started_at = datetime.now()  # its record starts once it holds its targets

@@ -12,6 +12,7 @@ from typing import Any
 
 from segflow.config import SegflowConfig, build_config, read_config_file
 from segflow.errors import ConfigError, SegflowError
+from segflow.timing import process_seconds
 
 DEMO_OUTPUT = Path("segflow_output")
 NIGHTLY_CRON = "0 2 * * *"
@@ -133,7 +134,17 @@ def flow_command(run: Callable[[], dict[str, Any]], outcome: Callable[[dict[str,
         print(f"\nsegflow: {outcome(summary)}")
         for target in summary["targets"]:
             print(f"segflow: output: {target}")
+        print(timing_text(summary["stage_seconds"]))
     return code
+
+
+def timing_text(stage_seconds: dict[str, float]) -> str:
+    """Each stage's seconds in this process, then the wall time of the whole segflow process as
+    users wait for it (interpreter start, imports and Prefect's own start included)."""
+    lines = ["segflow: time (seconds):"]
+    lines += [f"  {stage:<28} {seconds:>8.2f}" for stage, seconds in stage_seconds.items()]
+    lines.append(f"  {'whole process (wall)':<28} {process_seconds():>8.2f}")
+    return "\n".join(lines)
 
 
 def run_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
@@ -146,6 +157,7 @@ def run_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
         if summary is None:
             return code
         print("\n" + dry_run_text(summary))
+        print(timing_text(summary["stage_seconds"]))
         return 4 if summary["gate"] == "rejected" else 0
     return flow_command(
         lambda: segmentation_flow(config=config, as_of=arguments.as_of),
@@ -297,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     # without PREFECT_API_URL each run starts a temporary server on the shared local database; two
     # runs started together (one then waits for the other's writer slot) need more than the 20 s default
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # the temporary server need not register Prefect's block types in its database: a run loads only blocks
+    # (Secrets) a user saved, and saving registers their type; registering them all costs seconds
+    os.environ.setdefault("PREFECT_SERVER_REGISTER_BLOCKS_ON_START", "false")
     return COMMANDS[arguments.command](arguments, config)
 
 

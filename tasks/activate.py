@@ -14,6 +14,7 @@ from segflow.ledger import RunLedger
 from segflow.stores import StoredState, TableWrite
 from segflow.tables import to_arrow
 from segflow.tasks.publish import Publication
+from segflow.timing import timed
 
 
 def with_holdouts(
@@ -44,6 +45,7 @@ def holdout_summary(publication: Publication) -> list[dict[str, Any]]:
 
 
 @task(name="activate", cache_policy=NO_CACHE)
+@timed
 def activate_task(
     publication: Publication, stored: StoredState, activation: ActivationConfig, ledger: RunLedger
 ) -> Publication:

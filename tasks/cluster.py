@@ -26,6 +26,7 @@ import segflow.clustering
 from segflow import __version__
 from segflow.clustering import Segmentation, fit_segmentation
 from segflow.config import ClusteringConfig
+from segflow.timing import timed
 
 CLUSTERING_PACKAGE = Path(segflow.clustering.__file__).parent
 CACHE_PREFIX = "segflow-cluster-"
@@ -104,6 +105,7 @@ def prune_cached_segmentations(folder: Path, now: float) -> int:
     cache_expiration=CACHE_EXPIRATION,
     persist_result=True,
 )
+@timed
 def cluster_task(
     matrix: np.ndarray, config: ClusteringConfig, rfm_positions: tuple[int, int, int] | None = None
 ) -> Segmentation:

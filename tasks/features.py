@@ -17,6 +17,7 @@ from segflow.config import SourcesConfig, TransactionsSourceConfig
 from segflow.errors import ConfigError
 from segflow.quarantine import empty_quarantine, quarantine_rows
 from segflow.tables import CUSTOMER_ID
+from segflow.timing import timed
 
 RFM_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days", "avg_order_value")
 NEVER_BOUGHT_DAYS_COLUMNS = ("recency_days", "tenure_days")  # the rest is 0 for who never bought
@@ -301,6 +302,7 @@ def feature_quarantine(features: CustomerFeatures, sources: SourcesConfig) -> pd
 
 
 @task(name="features", cache_policy=NO_CACHE)
+@timed
 def features_task(
     sources: dict[str, pd.DataFrame],
     config: SourcesConfig,

@@ -14,6 +14,7 @@ from segflow.config import ResourcesConfig, SourceConfig, SourcesConfig
 from segflow.errors import SourceError
 from segflow.retry import IO_RETRY_POLICY
 from segflow.sources import SourceSize, estimate_source_size, human_bytes, read_source, timeout_error
+from segflow.timing import timed
 from segflow.uris import redact_uri
 
 # A run's peak memory, measured on the demo (kmeans, 2 sources): 1.6 GB at 100k customers
@@ -76,6 +77,7 @@ def sources_within_budget(sources: SourcesConfig, resources: ResourcesConfig) ->
 
 
 @task(name="memory-budget", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+@timed
 def memory_budget_task(sources: SourcesConfig, resources: ResourcesConfig) -> None:
     """Estimate every source's size and stop before loading any if they do not fit."""
     needed = sources_within_budget(sources, resources)
@@ -98,6 +100,7 @@ def load_source(name: str, source: SourceConfig) -> pd.DataFrame:
 
 
 @task(name="ingest", task_run_name="ingest-{name}", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+@timed
 def ingest_task(name: str, source: SourceConfig) -> pd.DataFrame:
     table = load_source(name, source)
     get_run_logger().info(

@@ -15,6 +15,7 @@ from prefect.logging import get_run_logger
 from segflow.config import FeaturesConfig, PreprocessConfig
 from segflow.errors import ConfigError
 from segflow.tables import CUSTOMER_ID
+from segflow.timing import timed
 
 MISSING_CATEGORY = "missing"
 OTHER_CATEGORY = "other"
@@ -225,6 +226,7 @@ def as_written(readable: pd.DataFrame, table: pd.DataFrame, categorical: list[st
 
 
 @task(name="preprocess", cache_policy=NO_CACHE)
+@timed
 def preprocess_task(
     table: pd.DataFrame,
     rfm_columns: list[str],

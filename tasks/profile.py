@@ -21,6 +21,7 @@ from segflow.naming import (
     segment_facts,
 )
 from segflow.tables import NOISE_LABEL, NOISE_NAME
+from segflow.timing import timed
 
 DEFAULT_NAMING = NamingConfig()
 
@@ -149,6 +150,7 @@ def with_population_sizes(profiles: pd.DataFrame, population: np.ndarray) -> pd.
 
 
 @task(name="profile", cache_policy=NO_CACHE)
+@timed
 def profile_task(
     readable: pd.DataFrame,
     labels: np.ndarray,

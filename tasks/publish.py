@@ -19,6 +19,7 @@ from segflow.retry import IO_RETRY_POLICY
 from segflow.rfm import scores_table
 from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
 from segflow.tables import CUSTOMER_ID, NOISE_LABEL, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
+from segflow.timing import timed
 
 MIN_JACCARD = 0.4
 SNAPSHOT_COLUMNS = [CUSTOMER_ID, "segment_key", "segment_since", "changed_at"]
@@ -450,6 +451,7 @@ def publication_writes(publication: Publication, ledger: RunLedger, facts: RunFa
 
 
 @task(name="build-publication", cache_policy=NO_CACHE)
+@timed
 def build_publication_task(
     customer_ids: pd.Series,
     labels: np.ndarray,
@@ -500,6 +502,7 @@ def change_preview(publication: Publication, stored: StoredState) -> dict[str, A
 
 
 @task(name="change-preview", cache_policy=NO_CACHE)
+@timed
 def change_preview_task(publication: Publication, stored: StoredState) -> dict[str, Any]:
     preview = change_preview(publication, stored)
     get_run_logger().info(
@@ -514,6 +517,7 @@ def change_preview_task(publication: Publication, stored: StoredState) -> dict[s
 
 
 @task(name="build-scored-publication", cache_policy=NO_CACHE)
+@timed
 def build_scored_publication_task(
     scored: pd.DataFrame, stored: StoredState, ledger: RunLedger, model_run_id: str
 ) -> Publication:
@@ -521,6 +525,7 @@ def build_scored_publication_task(
 
 
 @task(name="publish", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+@timed
 def publish_task(
     stores: list[PublicationStore], publication: Publication, ledger: RunLedger, facts: RunFacts
 ) -> dict[str, int]:
@@ -546,6 +551,7 @@ def publish_task(
 
 
 @task(name="read-publication-state", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+@timed
 def read_state_task(store: PublicationStore, as_of: date) -> StoredState:
     return store.read_state(as_of)
 
@@ -562,6 +568,7 @@ def record_run(
 
 
 @task(name="record-run", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+@timed
 def record_run_task(
     stores: list[PublicationStore], ledger: RunLedger, status: str, message: str, facts: RunFacts
 ) -> None:

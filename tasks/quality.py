@@ -19,17 +19,20 @@ from segflow.contracts.check import QualityReport, SourcesCheck, check_sources, 
 from segflow.contracts.odcs import compile_source_contracts, contract_for
 from segflow.contracts.results import write_validation_results
 from segflow.contracts.rules import CompiledContract
+from segflow.timing import timed
 
 OUTPUT_CONTRACT = "customer_segments.odcs.yaml"
 
 
 @task(name="compile-contracts", cache_policy=NO_CACHE)
+@timed
 def compile_contracts_task(sources: SourcesConfig) -> dict[str, CompiledContract]:
     """Read and compile every source's contract once, before any source is read."""
     return compile_source_contracts(sources)
 
 
 @task(name="quality", cache_policy=NO_CACHE)
+@timed
 def quality_task(
     sources: dict[str, pd.DataFrame],
     contracts: dict[str, CompiledContract],
@@ -43,6 +46,7 @@ def quality_task(
 
 
 @task(name="quality", cache_policy=NO_CACHE)
+@timed
 def combined_quality_task(
     parts: list[dict[str, QualityReport]],
     contracts: dict[str, CompiledContract],
@@ -84,6 +88,7 @@ def output_contract() -> CompiledContract:
 
 
 @task(name="output-contract", cache_policy=NO_CACHE)
+@timed
 def output_contract_task(snapshot: pd.DataFrame) -> QualityReport:
     """Check the customer_segments snapshot against its contract before anything is published."""
     report = check_table(snapshot, output_contract(), "customer_segments")

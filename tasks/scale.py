@@ -16,6 +16,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from segflow.timing import timed
+
 # what each scaler's `transform` reads, so a saved scaling is arrays, not an estimator object
 SCALER_STATE = {
     "minmax": ("min_", "scale_"),
@@ -110,6 +112,7 @@ def fit_scaling(
 
 
 @task(name="scale", cache_policy=NO_CACHE)
+@timed
 def scale_task(
     model_input: pd.DataFrame, kind: str, categorical: list[str]
 ) -> tuple[np.ndarray, FittedScaling]:

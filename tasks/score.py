@@ -32,6 +32,7 @@ from segflow.tables import CUSTOMER_ID, NOISE_SEGMENT_KEY, TABLES
 from segflow.tasks.features import FitFeatures
 from segflow.tasks.preprocess import Preparation, PreparedFeatures
 from segflow.tasks.scale import FittedScaling
+from segflow.timing import timed
 
 
 @dataclass
@@ -191,6 +192,7 @@ def score_customers(model: ScoringModel, customers: pd.DataFrame) -> pd.DataFram
 
 
 @task(name="load-model", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+@timed
 def load_model_task(store: PublicationStore, publish: PublishConfig) -> ScoringModel:
     model = model_from_record(store.read_model(), store.describe(), signing_key(publish))
     get_run_logger().info(
@@ -204,6 +206,7 @@ def load_model_task(store: PublicationStore, publish: PublishConfig) -> ScoringM
 
 
 @task(name="score", cache_policy=NO_CACHE)
+@timed
 def score_task(model: ScoringModel, customers: pd.DataFrame) -> pd.DataFrame:
     scored = score_customers(model, customers)
     get_run_logger().info(

@@ -19,6 +19,7 @@ from segflow.config import GateConfig, GateRule
 from segflow.retry import IO_RETRY_POLICY
 from segflow.stores import PublicationStore
 from segflow.tables import NOISE_LABEL
+from segflow.timing import timed
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ RUN_HISTORY_ROWS_PER_RUN = 5  # rejected, failed and scoring runs sit between pu
 
 
 @task(name="feasibility", cache_policy=NO_CACHE)
+@timed
 def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision:
     decision = check_feasible(shape[0], shape[1], k[0])
     for reason in decision.reasons:
@@ -255,12 +257,14 @@ def feasibility_task(shape: tuple[int, int], k: tuple[int, int]) -> GateDecision
 
 
 @task(name="row-count-history", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
+@timed
 def row_count_history_task(store: PublicationStore, runs: int) -> list[dict[str, int]]:
     """Rows read per source by the last published runs, newest first (other runs interleave)."""
     return published_rows_read(store.read_runs(RUN_HISTORY_ROWS_PER_RUN * runs))[:runs]
 
 
 @task(name="validate", cache_policy=NO_CACHE)
+@timed
 def validate_task(
     labels: np.ndarray,
     scores: dict[str, Any],

@@ -1,0 +1,33 @@
+"""Time as users see it: each stage's seconds in this process, and the whole process's wall time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import psutil
+
+# stage -> seconds spent in it by this process since the run began (`started_run` empties it)
+STAGE_SECONDS: dict[str, float] = {}
+
+
+def timed(stage: Callable[..., Any]) -> Callable[..., Any]:
+    """The stage function, adding its time to STAGE_SECONDS under its task's name (repeats add up)."""
+    name = stage.__name__.removesuffix("_task").replace("_", "-")
+
+    @wraps(stage)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return stage(*args, **kwargs)
+        finally:
+            STAGE_SECONDS[name] = STAGE_SECONDS.get(name, 0.0) + time.perf_counter() - start
+
+    return run
+
+
+def process_seconds() -> float:
+    """Wall time since this process started (the interpreter's start and imports included)."""
+    return time.time() - psutil.Process().create_time()
