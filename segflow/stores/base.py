@@ -3,7 +3,9 @@ the SQL both warehouses (DuckDB, PostgreSQL) speak. Imports no target."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, Protocol
 
@@ -50,10 +52,19 @@ class StoredState:
     definitions: pd.DataFrame | None = None
     changes_on_as_of: pd.DataFrame | None = None
     holdouts: pd.DataFrame | None = None  # segment_holdouts, when published
+    # target -> the run whose publication it held when read (None: nothing published yet); a
+    # publication built on this state is swapped in only where that is still the current one
+    current_runs: dict[str, str | None] = field(default_factory=dict)
 
 
 class PublicationStore(Protocol):
+    target: str  # the target's identity, however its URI or path is spelt (segflow.locks)
+
     def describe(self) -> str: ...
+
+    def writer_lock(self) -> AbstractContextManager[None]: ...
+
+    def current_run(self) -> str | None: ...
 
     def read_state(self, as_of: date) -> StoredState: ...
 
@@ -66,12 +77,43 @@ class PublicationStore(Protocol):
     def run_status(self, run_id: str) -> str | None: ...
 
 
+class TargetLock:
+    """The writer lock at the target, re-entrant within one store object: publish takes it, and a
+    caller that checks several targets before writing any holds it around them (`_hold`)."""
+
+    _lock_depth = 0
+
+    def _hold(self) -> AbstractContextManager[None]: ...
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the target's writer lock for the block (waiting for another writer to let go)."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with self._hold():
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+
+
 class SqlReads:
     """The reads a warehouse answers with one query over one table (`_select`)."""
 
     placeholder: str
 
     def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None: ...
+
+    def current_run(self) -> str | None:
+        """The run whose publication is current (the last to publish or score), or None."""
+        rows = self._select("segmentation_runs", CURRENT_RUN_SQL.format(runs="{table}"))
+        return None if rows is None or rows.empty else str(rows["run_id"].iloc[0])
 
     def read_model(self) -> dict | None:
         """The newest saved model (that of the current publication), or None."""
@@ -90,10 +132,13 @@ class SqlReads:
         return None if rows is None or rows.empty else str(rows["status"].iloc[0])
 
 
-SNAPSHOT_AS_OF_SQL = (
-    "SELECT max(as_of) FROM {runs} WHERE status IN ("
-    + ", ".join(f"'{status}'" for status in PUBLISHING_STATUSES)
-    + ")"
+PUBLISHING = "status IN (" + ", ".join(f"'{status}'" for status in PUBLISHING_STATUSES) + ")"
+SNAPSHOT_AS_OF_SQL = f"SELECT max(as_of) FROM {{runs}} WHERE {PUBLISHING}"
+# the newest as-of, and on one date the last to finish: a run publishes only over the current one,
+# so publications follow each other in this order (finished_at comes from the writers' clocks)
+CURRENT_RUN_SQL = (
+    f"SELECT run_id FROM {{runs}} WHERE {PUBLISHING} "
+    "ORDER BY as_of DESC, finished_at DESC, run_id DESC LIMIT 1"
 )
 LATEST_MODEL_SQL = "SELECT * FROM {models} ORDER BY as_of DESC, created_at DESC LIMIT 1"
 RECENT_RUNS_SQL = "SELECT * FROM {runs} ORDER BY started_at DESC LIMIT {limit:d}"

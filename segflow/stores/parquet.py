@@ -6,6 +6,7 @@ Layout under the configured folder:
                       segmentation_runs.parquet
     publications/<id>/segment_changes/<as_of>.parquet (likewise segment_profiles, quarantine)
     publications/<id>/segment_membership_history.parquet   derived from segment_changes
+    .writer.lock                            flock-ed by the publishing writer
 Per-date files of earlier publications are hard-linked, not copied, into the new folder.
 """
 
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 
@@ -24,10 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from segflow.locks import file_lock, folder_target
 from segflow.stores.base import (
+    CURRENT_RUN_SQL,
     PUBLISHING_STATUSES,
     StoredState,
     TableWrite,
+    TargetLock,
     check_primary_key,
     writes_changes,
 )
@@ -56,16 +61,35 @@ def write_history(staging: Path) -> None:
     pq.write_table(history.cast(schema), target)
 
 
-class ParquetStore:
-    """A folder of publications; `current` is a symlink swapped to the newest complete one."""
+def current_run_in(folder: Path) -> str | None:
+    """The run whose publication a folder is (the last to publish or score in it), or None."""
+    path = folder / "segmentation_runs.parquet"
+    if not path.exists():
+        return None
+    with duckdb.connect() as connection:
+        connection.register("runs", pq.read_table(path))
+        rows = connection.sql(CURRENT_RUN_SQL.format(runs="runs")).fetchall()
+    return rows[0][0] if rows else None
 
-    def __init__(self, root: Path):
+
+class ParquetStore(TargetLock):
+    """A folder of publications; `current` is a symlink swapped to the newest complete one. Writers
+    take turns on an flock of `.writer.lock` in the folder (on a local file system: NFS may not
+    honour it)."""
+
+    def __init__(self, root: Path, wait_seconds: float = 3600):
         self.root = Path(root)
         self.current = self.root / "current"
         self.publications = self.root / "publications"
+        self.wait_seconds = wait_seconds
+        self.target = folder_target(self.root)
 
     def describe(self) -> str:
         return f"Parquet {self.current}"
+
+    def _hold(self) -> AbstractContextManager[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return file_lock(self.root / ".writer.lock", self.wait_seconds)
 
     def _read(self, folder: Path, name: str) -> pd.DataFrame | None:
         path = folder / f"{name}.parquet"
@@ -73,8 +97,8 @@ class ParquetStore:
 
     def read_state(self, as_of: date) -> StoredState:
         if not self.current.exists():
-            return StoredState()
-        folder = self.current.resolve()
+            return StoredState(current_runs={self.target: None})
+        folder = self.current.resolve()  # one publication for every read, whatever is swapped in meanwhile
         runs = self._read(folder, "segmentation_runs")
         published = runs[runs["status"].isin(PUBLISHING_STATUSES)] if runs is not None else None
         changes_file = folder / "segment_changes" / f"{as_of.isoformat()}.parquet"
@@ -84,7 +108,11 @@ class ParquetStore:
             definitions=self._read(folder, "segment_definitions"),
             changes_on_as_of=pq.read_table(changes_file).to_pandas() if changes_file.exists() else None,
             holdouts=self._read(folder, "segment_holdouts"),
+            current_runs={self.target: current_run_in(folder)},
         )
+
+    def current_run(self) -> str | None:
+        return current_run_in(self.current.resolve()) if self.current.exists() else None
 
     def read_model(self) -> dict | None:
         folder = self.current / "segment_models"
@@ -109,6 +137,10 @@ class ParquetStore:
         return None if statuses.empty else str(statuses.iloc[0])
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
+        with self.writer_lock():
+            self._publish(as_of, writes)
+
+    def _publish(self, as_of: date, writes: list[TableWrite]) -> None:
         previous = self.current.resolve() if self.current.exists() else None
         self.publications.mkdir(parents=True, exist_ok=True)
         for abandoned in self.publications.glob(".*.partial"):  # left by a killed run
