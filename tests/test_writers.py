@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect import flow
 
@@ -309,3 +310,43 @@ def test_a_second_writer_from_another_prefect_database_cannot_overwrite_a_newer_
         stale_run()
     assert [published(store) for store in stores] == held
     assert [store.current_run() for store in stores] == newer * 2
+
+
+# ------------------------------------------------------------------ targets an earlier release wrote
+
+
+def drop_rules_column(store) -> None:
+    """Make segment_profiles look like the release before rules existed."""
+    if isinstance(store, ParquetStore):
+        for part in (store.current / "segment_profiles").glob("*.parquet"):
+            rows = pq.read_table(part).drop_columns(["rules"])
+            part.resolve().unlink()
+            pq.write_table(rows, part.resolve())
+    elif isinstance(store, DuckDBStore):
+        with duckdb.connect(store.path) as connection:
+            connection.execute("ALTER TABLE segments.segment_profiles DROP COLUMN rules")
+    else:
+        with psycopg.connect(store.uri, autocommit=True) as connection:
+            connection.execute(f'ALTER TABLE "{store.schema}".segment_profiles DROP COLUMN rules')
+
+
+def test_publishing_onto_tables_of_an_earlier_release_adds_the_new_columns(two_writers):
+    store = two_writers[0]
+    publish([store], 1, DAY1)
+    drop_rules_column(store)
+    publish([store], 2, DAY2)
+    publish([store], 2, DAY2)  # a rerun of the date: its rows replaced, the older date's kept
+    if isinstance(store, ParquetStore):
+        parts = sorted((store.current / "segment_profiles").glob("*.parquet"))
+        assert [pq.read_schema(part).names[-1] for part in parts] == ["rules", "rules"]  # read alike
+        profiles = pq.read_table(store.current / "segment_profiles").to_pandas()
+    elif isinstance(store, DuckDBStore):
+        with duckdb.connect(store.path, read_only=True) as connection:
+            profiles = connection.sql("SELECT * FROM segments.segment_profiles").df()
+    else:
+        with psycopg.connect(store.uri) as connection:
+            cursor = connection.execute(f'SELECT as_of, rules FROM "{store.schema}".segment_profiles')
+            profiles = pd.DataFrame(cursor.fetchall(), columns=["as_of", "rules"])
+    by_date = profiles.groupby(pd.to_datetime(profiles["as_of"]).dt.date)["rules"]
+    assert by_date.apply(lambda rules: rules.isna().all()).to_dict() == {DAY1: True, DAY2: False}
+    assert by_date.size().to_dict() == {DAY1: 3, DAY2: 3}

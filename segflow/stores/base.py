@@ -208,6 +208,27 @@ def writes_changes(writes: list[TableWrite]) -> bool:
     return any(write.name == "segment_changes" for write in writes)
 
 
+def columns_sql(placeholders: tuple[str, str]) -> str:
+    """The columns of one table (schema, table), for adding those a table of an earlier release lacks."""
+    schema, table = placeholders
+    return (
+        "SELECT column_name FROM information_schema.columns "
+        f"WHERE table_schema = {schema} AND table_name = {table}"
+    )
+
+
+def append_sql(target: str, source: str, schema: pa.Schema, present: set[str], dialect: str) -> list[str]:
+    """Add the rows of `source` to a table that may come from an earlier release: the columns it
+    lacks are added first (NULL in its older rows), and the rows go in by column name."""
+    added = [
+        f"ALTER TABLE {target} ADD COLUMN {quote_identifier(field.name)} {sql_type(field.type, dialect)}"
+        for field in schema
+        if field.name not in present
+    ]
+    columns = ", ".join(quote_identifier(name) for name in schema.names)
+    return [*added, f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {source}"]
+
+
 def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:
     column = quote_identifier("run_id" if replace == "run" else "as_of")
     return f"DELETE FROM {qualified} WHERE {column} = {placeholder}"

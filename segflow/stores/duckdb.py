@@ -17,6 +17,8 @@ from segflow.stores.base import (
     StoredState,
     TableWrite,
     TargetLock,
+    append_sql,
+    columns_sql,
     create_table_sql,
     delete_sql,
     history_view_sql,
@@ -157,5 +159,9 @@ class DuckDBStore(SqlReads, TargetLock):
             # the key on the rows instead (the rows they replace are deleted first, other dates differ)
             connection.execute(create_table_sql(target, write.rows.schema, (), "duckdb", True))
             connection.execute(delete_sql(target, write.replace, "?"), [write.delete_parameter(as_of)])
-            connection.execute(f"INSERT INTO {target} SELECT * FROM staged_rows")
+            present = connection.execute(columns_sql(("?", "?")), [self.schema, write.name]).fetchall()
+            for statement in append_sql(
+                target, "staged_rows", write.rows.schema, {row[0] for row in present}, "duckdb"
+            ):
+                connection.execute(statement)
         connection.unregister("staged_rows")

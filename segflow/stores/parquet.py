@@ -36,7 +36,7 @@ from segflow.stores.base import (
     check_primary_key,
     writes_changes,
 )
-from segflow.tables import CUSTOMER_ID, MEMBERSHIP_HISTORY_SQL, TABLES
+from segflow.tables import CUSTOMER_ID, MEMBERSHIP_HISTORY_SQL, TABLES, TableSpec
 
 KEEP_PUBLICATIONS = 5
 PUBLICATION_NAME = re.compile(r"\d{4}-\d{2}-\d{2}-[0-9a-f]{12}")  # only folders segflow made are pruned
@@ -47,6 +47,31 @@ def kept_rows(old: pa.Table, write: TableWrite, as_of: date) -> pa.Array:
     if write.replace == "run":
         return pc.not_equal(old["run_id"], pa.scalar(write.run_id))
     return pc.not_equal(old["as_of"], pa.scalar(as_of, pa.date32()))
+
+
+def conformed(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows of a file an earlier release wrote, in the columns of `schema`: those it lacks are null."""
+    return pa.Table.from_arrays(
+        [
+            rows[field.name] if field.name in rows.column_names else pa.nulls(rows.num_rows, field.type)
+            for field in schema
+        ],
+        schema=schema,
+    )
+
+
+def carry_forward(part: Path, target: Path, spec: TableSpec) -> None:
+    """Hard-link a per-date file into the new publication; one an earlier release wrote without
+    some of today's columns is rewritten with them (null), so every file of a folder reads alike."""
+    schema = pq.read_schema(part)
+    if schema.names == [name for name, _ in spec.columns]:
+        os.link(part, target)
+        return
+    id_type = schema.field(CUSTOMER_ID).type if CUSTOMER_ID in schema.names else pa.string()
+    wanted = pa.schema(
+        schema.field(f.name) if f.name in schema.names else f for f in spec.arrow_schema(id_type)
+    )
+    pq.write_table(conformed(pq.read_table(part), wanted), target)
 
 
 def write_history(staging: Path) -> None:
@@ -173,7 +198,7 @@ class ParquetStore(TargetLock):
                 if source_dir.is_dir():
                     (staging / name).mkdir()
                     for part in source_dir.glob("*.parquet"):
-                        os.link(part, staging / name / part.name)
+                        carry_forward(part, staging / name / part.name, spec)
             elif name not in rewritten and (previous / f"{name}.parquet").exists():
                 os.link(previous / f"{name}.parquet", staging / f"{name}.parquet")
 
@@ -190,7 +215,11 @@ class ParquetStore(TargetLock):
         rows = write.rows
         if write.replace != "all" and old_path is not None and old_path.exists():
             old = pq.read_table(old_path)
-            rows = pa.concat_tables([old.filter(kept_rows(old, write, as_of)), rows.cast(old.schema)])
+            schema = pa.schema(
+                old.schema.field(f.name) if f.name in old.column_names else f for f in rows.schema
+            )
+            old = conformed(old, schema)
+            rows = pa.concat_tables([old.filter(kept_rows(old, write, as_of)), rows.cast(schema)])
             check_primary_key(rows, spec.primary_key, write.name)
         target.unlink(missing_ok=True)  # a hard link to the previous publication's file
         pq.write_table(rows, target)

@@ -19,6 +19,8 @@ from segflow.stores.base import (
     StoredState,
     TableWrite,
     TargetLock,
+    append_sql,
+    columns_sql,
     create_table_sql,
     delete_sql,
     history_view_sql,
@@ -208,7 +210,10 @@ class PostgresStore(SqlReads, TargetLock):
             cursor.execute(
                 delete_sql(target, write.replace, "$1"), parameters=(write.delete_parameter(as_of),)
             )
-            cursor.execute(f"INSERT INTO {target} SELECT * FROM {self._name(staging)}")
+            cursor.execute(columns_sql(("$1", "$2")), parameters=(self.schema, write.name))
+            present = {row[0] for row in cursor.fetchall()}
+            for statement in append_sql(target, self._name(staging), write.rows.schema, present, "postgres"):
+                cursor.execute(statement)
 
     def _drop_tables(self, names) -> None:
         """Drop what is left of the staging tables (the swapped-in ones are already renamed)."""
