@@ -137,9 +137,10 @@ def refuse_if_republished(target: str, read: str | None, current: str | None) ->
     """Refuse to publish over a publication newer than the one the run built on (compare and swap)."""
     if current != read:
         raise PublishError(
-            f"{target}: run {current} published after this run read run {read or '(none: it was empty)'}; "
-            "another writer (a run on another Prefect server or database?) got there first. Nothing was "
-            "written and the newer publication stays; run again to build on it"
+            f"{target} now holds the publication of run {current or '(none: it is empty)'}, not that of "
+            f"run {read or '(none: it was empty)'} this run built on: another writer (a run on another "
+            "Prefect server or database?) published meanwhile. Nothing was written and the newer "
+            "publication stays; run again to build on it"
         )
 
 

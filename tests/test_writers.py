@@ -253,7 +253,8 @@ def test_a_stale_writer_is_refused_and_the_newer_publication_stays(two_writers):
     with pytest.raises(PublishError) as refused:
         publish_to([mine], stale, stale_writes)
     message = str(refused.value)
-    assert mine.describe() in message and f"run {newer} published after this run read run {first}" in message
+    assert message.startswith(f"{mine.describe()} now holds the publication of run {newer}, not")
+    assert f"not that of run {first} this run built on" in message
     assert "Nothing was written and the newer publication stays" in message
     assert published(mine) == held
     assert mine.current_run() == newer
@@ -266,7 +267,7 @@ def test_a_writer_that_read_an_empty_target_does_not_overwrite_a_first_publicati
     )
     stale, stale_writes = built([mine], 1, DAY1)
     newer = publish([other], 2, DAY1)
-    with pytest.raises(PublishError, match=f"run {newer} published after this run read run \\(none"):
+    with pytest.raises(PublishError, match=f"run {newer}, not that of run \\(none: it was empty\\)"):
         publish_to([mine], stale, stale_writes)
 
 
@@ -278,7 +279,7 @@ def test_every_target_is_checked_before_any_is_written(tmp_path):
     stale, stale_writes = built([warehouse, parquet], 2, DAY2)
     newer = publish([parquet], 3, DAY2)
     held = published(warehouse), published(parquet)
-    with pytest.raises(PublishError, match=f"Parquet .*: run {newer} published after"):
+    with pytest.raises(PublishError, match=f"Parquet .* holds the publication of run {newer}, not"):
         publish_to([warehouse, parquet], stale, stale_writes)
     assert (published(warehouse), published(parquet)) == held
 
@@ -306,7 +307,7 @@ def test_a_second_writer_from_another_prefect_database_cannot_overwrite_a_newer_
             held.extend(published(store) for store in stores)
             publish_task(stores, publication, ledger, RunFacts())
 
-    with pytest.raises(PublishError, match="published after this run read"):
+    with pytest.raises(PublishError, match="published meanwhile"):
         stale_run()
     assert [published(store) for store in stores] == held
     assert [store.current_run() for store in stores] == newer * 2
