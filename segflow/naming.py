@@ -20,6 +20,7 @@ over generated bases.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,6 +44,14 @@ MEDIAN_WORDS = {
 WHOLE_NUMBERS = ("recency_days", "frequency", "tenure_days")  # days and orders read as integers
 
 
+def column_words(column: str) -> str:
+    """A column name as words: 'monthly_charges' and 'MonthlyCharges' read 'monthly charges'; an
+    acronym stays as written ('ARPU', 'tenureInMonths' -> 'tenure in months')."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", str(column))
+    words = re.split(r"[\s_\-]+", spaced.strip())
+    return " ".join(word if len(word) > 1 and word.isupper() else word.lower() for word in words if word)
+
+
 def median_text(column: str, median: float, digits: int = 3) -> str:
     """A segment's median in the words of its column: 'last order 238 days ago', '1 order', 'spend 47.1'."""
     if column in WHOLE_NUMBERS:
@@ -52,7 +61,7 @@ def median_text(column: str, median: float, digits: int = 3) -> str:
     else:
         value = _rounded(median, digits)
     if column not in MEDIAN_WORDS:  # a column name is data: never a format string
-        return f"median {column.replace('_', ' ')} {value}"
+        return f"median {column_words(column)} {value}"
     text = MEDIAN_WORDS[column].format(value=value)
     return "1 order" if text == "1 orders" else text
 
@@ -174,7 +183,7 @@ def phrase(facts: SegmentFacts) -> str:
         words = [facts.recency, facts.habit, spend, noun]
         head = " ".join(word for word in words if word)
         return ", ".join([head[0].upper() + head[1:], *categories])
-    levels = [f"{level} {column.replace('_', ' ')}" for column, level in facts.levels.items()]
+    levels = [f"{level} {column_words(column)}" for column, level in facts.levels.items()]
     if not categories and not levels:
         return "Typical customers"
     head = ", ".join(categories) + (" customers" if categories else "Customers")
@@ -185,7 +194,7 @@ def phrase(facts: SegmentFacts) -> str:
 def category_text(column: str, value: str) -> str:
     """A category value as a name shows it; a yes/no value says its column ('paperless billing',
     'no internet service'), a missing one too."""
-    words, lowered = column.replace("_", " "), str(value).lower()
+    words, lowered = column_words(column), str(value).lower()
     if lowered in TRUE_VALUES:
         return words
     if lowered in FALSE_VALUES:
@@ -281,10 +290,19 @@ def qualifiers(group: list[dict[str, Any]]) -> dict[int, str]:
     if best is None:
         return {}
     for digits in (2, 3, 4):
-        shown = {segment["label"]: median_text(best, segment["medians"][best], digits) for segment in group}
+        shown = {
+            segment["label"]: qualifier_text(best, segment["medians"][best], digits) for segment in group
+        }
         if len(set(shown.values())) == len(group):
             break
     return shown
+
+
+def qualifier_text(column: str, median: float, digits: int) -> str:
+    """A median that tells same-named segments apart; an amount says it is a median ('median spend
+    1,074', not 'spend 1,074', which reads as what every customer spent)."""
+    text = median_text(column, median, digits)
+    return text if column in WHOLE_NUMBERS or text.startswith("median ") else f"median {text}"
 
 
 def _rounded(value: float, digits: int) -> str:
