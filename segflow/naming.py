@@ -41,6 +41,7 @@ MEDIAN_WORDS = {
     "tenure_days": "first order {value} days ago",
     "avg_order_value": "basket {value}",
 }
+HELD_SHARE = 0.8  # a category value that holds this share of one of two same-named segments names it
 WHOLE_NUMBERS = ("recency_days", "frequency", "tenure_days")  # days and orders read as integers
 
 
@@ -261,14 +262,19 @@ def distinct_names(segments: list[dict[str, Any]]) -> dict[int, str]:
             found = qualifiers(group) if attempt < 3 else {}
             for segment in group:
                 label = segment["label"]
-                names[label] += ", " + found.get(label, f"{segment['share']:.2%} of customers")
+                if label in found:
+                    names[label] += ", " + found[label]
+                elif len(found) < len(group) - 1 or not found:  # a lone rest keeps its name
+                    names[label] += f", {segment['share']:.2%} of customers"
     return names
 
 
 def qualifiers(group: list[dict[str, Any]]) -> dict[int, str]:
     """What tells segments of one name apart: a category whose most common value differs between
-    them, else the number whose medians differ most (as it reads: 'last order 400 days ago')."""
-    for column in sorted({column for segment in group for column in segment["modes"]}):
+    them; else, of two, a category value that holds one of them ('acquisition channel missing': the
+    other keeps the plain name); else the number whose medians differ most ('last order 400 days ago')."""
+    columns = sorted({column for segment in group for column in segment["modes"]})
+    for column in columns:
         values = [segment["modes"].get(column, (None, 0.0)) for segment in group]
         if all(value is not None and share >= 0.5 for value, share in values) and len(
             {v for v, _ in values}
@@ -277,6 +283,11 @@ def qualifiers(group: list[dict[str, Any]]) -> dict[int, str]:
                 segment["label"]: category_text(column, value)
                 for segment, (value, _) in zip(group, values, strict=True)
             }
+    for column in columns if len(group) == 2 else []:
+        values = [segment["modes"].get(column, (None, 0.0)) for segment in group]
+        held = [i for i, (value, share) in enumerate(values) if value is not None and share >= HELD_SHARE]
+        if len(held) == 1 and values[held[0]][0] != values[1 - held[0]][0]:
+            return {group[held[0]]["label"]: category_text(column, values[held[0]][0])}
     numbers = sorted({column for segment in group for column in segment["medians"]})
     best, spread = None, 0.0
     for column in numbers:

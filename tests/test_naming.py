@@ -173,6 +173,15 @@ def test_names_are_made_distinct_by_facts_never_by_counters():
         2: "Customers with high data usage, median data usage GB 80",
         3: "Customers with high data usage, median data usage GB 20",
     }
+    # the planted demo: 2% of customers lost their acquisition channel, and one of two same-named
+    # segments is made of them; it says so, and the other keeps the plain name
+    one_held = distinct_names(
+        [
+            segment(0, "Lapsing repeat buyers", {"monetary": 1074.0}, {"channel": ("paid_search", 0.3)}),
+            segment(1, "Lapsing repeat buyers", {"monetary": 116.0}, {"channel": ("missing", 1.0)}),
+        ]
+    )
+    assert one_held == {0: "Lapsing repeat buyers", 1: "Lapsing repeat buyers, channel missing"}
     identical = distinct_names(
         [
             segment(0, "Typical customers", {"x": 1.0}, share=0.4),
