@@ -1,167 +1,182 @@
-"""What the default segmentation makes of realistic data (on demand, not CI): a Markdown report.
+"""What the default run makes of realistic and real data, as a user runs it (on demand, not CI).
 
-    .venv/bin/python benchmarks/bench_realistic.py [--retail-customers 30000] [--telecom-customers 7043]
-        [--set clustering.algorithm=kmeans ...]
+    .venv/bin/python benchmarks/bench_realistic.py [--only retail telecom cdnow] [--set KEY=VALUE ...]
 
-Writes the realistic retail and telecom tables of segflow.synthetic once under benchmarks/data/,
-then runs the flow's stage functions on each with the dataset's config and segflow's defaults:
-ingest, features, preprocess, scale, cluster, stability, gate (without drift: no earlier
-publication) and profiles. It prints the chosen algorithm and k, the candidates' scores, the
-gate's verdict and, per segment, its share, name, feature medians, top categories and membership
-rule with its recall and precision.
+Runs the whole `segflow run` process, with segflow's defaults and only the columns configured, on
+- the retail demo (`--demo retail`: 30,000 customers, BG/NBD buying, most buy once),
+- the telecom demo (`--demo telecom`: 7,043 subscribers, no transactions),
+- the real CDNOW transaction log (23,570 customers who all first bought in early 1997, 69,659
+  orders to mid-1998), taken from the `lifetimes` package on PyPI, as of 1998-07-01.
+For each it prints, as Markdown: the process wall time and peak RSS (os.wait4 of the child), the
+choice with its written reasons, the gate, and per published segment its share, name, medians
+and membership rule with recall and precision, read back from the DuckDB warehouse.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
-from datetime import date
+import zipfile
 from pathlib import Path
-from typing import Any
 
+import duckdb
 import pandas as pd
+import yaml
 
-from segflow.config import build_config
-from segflow.rfm import rfm_positions
-from segflow.synthetic import (
-    RETAIL_END,
-    ensure_retail_data,
-    ensure_telecom_data,
-    retail_config,
-    telecom_config,
-)
-from segflow.tasks.cluster import fit_segmentation
-from segflow.tasks.features import build_customer_features, fit_features
-from segflow.tasks.ingest import load_source
-from segflow.tasks.preprocess import prepare_features
-from segflow.tasks.profile import profile_segments
-from segflow.tasks.report import rule_text
-from segflow.tasks.scale import fit_scaling
-from segflow.tasks.validate import evaluate_gate
-
-DATA = Path(__file__).parent / "data"
-OUTPUT = Path(__file__).parent / "out" / "realistic"
+SEGFLOW = str(Path(sys.executable).parent / "segflow")
+CDNOW_PACKAGE = "lifetimes==0.11.3"  # its wheel ships datasets/CDNOW_master.txt (Fader and Hardie)
+CDNOW_AS_OF = "1998-07-01"
+RFM_MEDIANS = (("recency_days", "recency"), ("frequency", "orders"), ("monetary", "spend"))
 
 
-def segment(raw: dict[str, Any], overrides: list[str], as_of: date) -> dict[str, Any]:
-    """The default path of a run, stage by stage, without publishing."""
-    config = build_config(raw, overrides)
+def run_segflow(arguments: list[str], cwd: Path) -> dict:
+    """Run `segflow` as its own process; its wall time, peak RSS and exit code."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    if os.environ.get("PREFECT_API_URL"):
+        environment["PREFECT_API_URL"] = os.environ["PREFECT_API_URL"]
     started = time.perf_counter()
-    sources = {name: load_source(name, source) for name, source in config.sources.configured()}
-    features = fit_features(
-        build_customer_features(sources, config.sources, as_of, config.features.rfm), config.sources
+    log = (cwd / "segflow.log").open("w")
+    child = subprocess.Popen(
+        [SEGFLOW, *arguments], cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=environment
     )
-    prepared = prepare_features(features.table, config.features, config.preprocess, features.rfm_columns)
-    scaling, matrix = fit_scaling(
-        prepared.model_input, config.preprocess.scaler, prepared.categorical_columns
-    )
-    segmentation = fit_segmentation(
-        matrix, config.clustering, rfm_positions(scaling.columns, features.rfm_columns)
-    )
-    decision = evaluate_gate(
-        segmentation.labels,
-        segmentation.scores,
-        {},
-        config.gate,
-        config.clustering.min_segments,
-        segmentation.family,
-    )
-    profiles = profile_segments(
-        prepared.readable,
-        segmentation.labels,
-        prepared.numeric_columns,
-        prepared.categorical_columns,
-        segmentation.names,
-    )
+    _, status, usage = os.wait4(child.pid, 0)
+    log.close()
     return {
         "seconds": time.perf_counter() - started,
-        "customers": len(prepared.customer_ids),
-        "model_columns": prepared.model_input.shape[1],
-        "log1p": prepared.recipe["log1p_columns"],
-        "segmentation": segmentation,
-        "stability": segmentation.scores["stability"],
-        "decision": decision,
-        "profiles": profiles.sort_values("share", ascending=False),
-        "numeric": prepared.numeric_columns,
-        "overall": prepared.readable[prepared.numeric_columns].median(),
-        "mean": prepared.readable[prepared.numeric_columns].mean(),
+        "peak_rss_gb": usage.ru_maxrss / 2**20,  # KiB on Linux
+        "exit_code": os.waitstatus_to_exitcode(status),
+        "log": cwd / "segflow.log",
     }
 
 
-def report(title: str, result: dict[str, Any]) -> str:
-    """The result of one dataset as Markdown."""
-    segmentation, decision = result["segmentation"], result["decision"]
-    failed = [check.rule for check in decision.checks if not check.passed and check.severity == "critical"]
-    lines = [
-        f"## {title}",
-        "",
-        f"{result['customers']:,} customers, {result['model_columns']} model columns "
-        f"(log1p on {', '.join(result['log1p']) or 'none'}), {result['seconds']:.1f} s.",
-        f"Chosen: **{segmentation.algorithm}, {segmentation.n_segments} segments** "
-        f"({segmentation.params}); silhouette {segmentation.scores['silhouette']:.3f}, "
-        f"stability {result['stability']:.3f}; gate: "
-        + ("passes" if not failed else f"**rejects** ({', '.join(failed)})"),
-        "",
-        "| candidate | params | segments | silhouette | largest share | noise share | selected |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for row in segmentation.leaderboard:
-        sizes, silhouette = row["segment_sizes"], row["scores"]["silhouette"]
-        selected = "yes" if row["selected"] else "baseline" if row["baseline"] else ""
-        lines.append(
-            f"| {row['algorithm']} | {row['params']} | {len(sizes)} "
-            f"| {'-' if silhouette is None else f'{silhouette:.3f}'} | {max(sizes) / sum(sizes):.1%} "
-            f"| {row['noise_share']:.1%} | {selected} |"
+def cdnow_csv(folder: Path) -> Path:
+    """CDNOW_master.txt (a header, then customer, yyyymmdd, CDs, dollars) as a CSV segflow reads."""
+    path = folder / "cdnow.csv"
+    if path.exists():
+        return path
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(folder), CDNOW_PACKAGE],
+        check=True,
+    )
+    (wheel,) = folder.glob("[Ll]ifetimes-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        text = archive.read("lifetimes/datasets/CDNOW_master.txt").decode()
+    lines = text.splitlines()[1:]  # after the header: customer_id date number_of_cds dollar_value
+    rows = pd.DataFrame([line.split() for line in lines if line.strip()])
+    orders = pd.DataFrame(
+        {
+            "customer": rows[0].astype(int),
+            "ordered_on": pd.to_datetime(rows[1], format="%Y%m%d").dt.date.astype(str),
+            "cds": rows[2].astype(int),
+            "dollars": rows[3].astype(float),
+        }
+    )
+    orders.to_csv(path, index=False)
+    return path
+
+
+def cdnow_config(folder: Path) -> Path:
+    config = {
+        "sources": {
+            "transactions": {
+                "uri": str(cdnow_csv(folder)),
+                "id_column": "customer",
+                "timestamp_column": "ordered_on",
+                "amount_column": "dollars",
+            }
+        },
+        "features": {"rfm": True},
+        "publish": {
+            "parquet": None,
+            "warehouse": f"duckdb:///{folder / 'warehouse.duckdb'}",
+            "reports": str(folder / "reports"),
+        },
+    }
+    path = folder / "segflow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def published(warehouse: Path) -> tuple[dict, pd.DataFrame]:
+    """The last run's record and its segment profiles."""
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        run = (
+            connection.sql(
+                "SELECT run_id, status, algorithm, n_segments, message, details "
+                "FROM segments.segmentation_runs ORDER BY finished_at DESC LIMIT 1"
+            )
+            .df()
+            .iloc[0]
+            .to_dict()
         )
-    numeric = result["numeric"]
+        profiles = connection.sql(
+            "SELECT segment_name, share, features, rules FROM segments.segment_profiles "
+            "WHERE run_id = $run ORDER BY share DESC",
+            params={"run": run["run_id"]},
+        ).df()
+    return run, profiles
+
+
+def report(title: str, outcome: dict, warehouse: Path) -> str:
+    """One dataset's result as Markdown."""
+    lines = [
+        f"### {title}",
+        "",
+        f"`segflow` process: {outcome['seconds']:.1f} s wall, peak RSS {outcome['peak_rss_gb']:.2f} GiB, "
+        f"exit {outcome['exit_code']}.",
+    ]
+    if not warehouse.exists():
+        tail = outcome["log"].read_text()[-2000:]
+        return "\n".join([*lines, "", "```", tail, "```", ""])
+    run, profiles = published(warehouse)
+    details = json.loads(run["details"] or "{}")
+    lines += [f"Status **{run['status']}**, {run['algorithm']}, {run['n_segments']} segments.", ""]
+    lines += [f"- {reason}" for reason in details.get("choice", [])]
+    if run["status"] != "published":
+        lines += ["", f"Gate: {run['message']}"]
+    numbers = [column for column, _ in RFM_MEDIANS if profiles["features"].str.contains(column).any()]
+    header = " | ".join(word for column, word in RFM_MEDIANS if column in numbers)
     lines += [
         "",
-        "| segment | share | "
-        + " | ".join(f"{c} median (mean)" for c in numeric)
-        + " | top categories | rule (recall, precision) |",
-        "|---|---:|" + "---:|" * len(numeric) + "---|---|",
-        "| (everyone) | 100% | "
-        + " | ".join(f"{result['overall'][c]:,.4g} ({result['mean'][c]:,.4g})" for c in numeric)
-        + " | | |",
+        f"| segment | share | {header + ' | ' if header else ''}rule | recall | precision |",
+        "|---|---:|" + "---:|" * len(numbers) + "---|---:|---:|",
     ]
-    for row in result["profiles"].itertuples():
-        medians = " | ".join(
-            f"{row.features[c]['median']:,.4g} ({row.features[c]['mean']:,.4g})" for c in numeric
+    for row in profiles.itertuples():
+        features = json.loads(row.features)
+        medians = "".join(f"{features[column]['median']:,.4g} | " for column in numbers)
+        rule = json.loads(row.rules) if row.rules else None
+        fidelity = (
+            f"{' and '.join(rule['conditions'])} | {rule['recall']:.0%} | {rule['precision']:.0%}"
+            if rule
+            else "(noise) | |"
         )
-        categories = "; ".join(
-            f"{column}: " + ", ".join(f"{value} {share:.0%}" for value, share in list(shares.items())[:2])
-            for column, shares in row.top_categories.items()
-        )
-        fidelity = f" ({row.rules['recall']:.0%}, {row.rules['precision']:.0%})" if row.rules else ""
-        rule = rule_text(row.rules) + fidelity
-        lines.append(f"| {row.name} | {row.share:.1%} | {medians} | {categories} | {rule} |")
+        lines.append(f"| {row.segment_name} | {row.share:.1%} | {medians}{fidelity} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--retail-customers", type=int, default=30_000)
-    parser.add_argument("--telecom-customers", type=int, default=7_043)
+    parser.add_argument("--only", nargs="+", default=["retail", "telecom", "cdnow"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a config override")
     arguments = parser.parse_args()
-    datasets: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        (
-            f"Retail, {arguments.retail_customers:,} customers",
-            lambda: retail_config(
-                OUTPUT, ensure_retail_data(DATA / "retail", n_customers=arguments.retail_customers)
-            ),
-        ),
-        (
-            f"Telecom, {arguments.telecom_customers:,} customers",
-            lambda: telecom_config(
-                OUTPUT, ensure_telecom_data(DATA / "telecom", n_customers=arguments.telecom_customers)
-            ),
-        ),
-    ]
-    pd.set_option("display.width", 200)
-    for title, raw in datasets:
-        print(report(title, segment(raw(), arguments.overrides, RETAIL_END)))
+    overrides = [part for value in arguments.overrides for part in ("--set", value)]
+    with tempfile.TemporaryDirectory(prefix="segflow-realistic-") as scratch:
+        for name in arguments.only:
+            folder = Path(scratch) / name
+            folder.mkdir()
+            if name == "cdnow":
+                command = ["run", "--config", str(cdnow_config(folder)), "--as-of", CDNOW_AS_OF]
+                warehouse, title = folder / "warehouse.duckdb", f"CDNOW (real), as of {CDNOW_AS_OF}"
+            else:
+                command = ["run", "--demo", name]
+                warehouse = folder / "segflow_output" / name / "warehouse.duckdb"
+                title = f"The {name} demo"
+            print(report(title, run_segflow([*command, *overrides], folder), warehouse), flush=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def scoring_flow(
         ledger.add_quarantine(features.quarantine)
         scored = score_task(model, features.table)
 
-        stored = read_state_task(run.stores[0], ledger.as_of)
+        stored = read_state_task(run.stores, ledger.as_of)
         publication = build_scored_publication_task(scored, stored, ledger, model.run_id)
         publication = activate_task(publication, stored, config.activation, ledger)
         output = output_contract_task(publication.table("customer_segments"))

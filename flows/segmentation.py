@@ -73,7 +73,7 @@ def segmentation_flow(
             segmentation.names,
         )
 
-        stored = read_state_task(run.stores[0], ledger.as_of)
+        stored = read_state_task(run.stores, ledger.as_of)
         publication = build_publication_task(
             everyone.customer_ids, everyone.labels, profiles, stored, ledger, everyone.rfm_scores
         )

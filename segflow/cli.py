@@ -25,8 +25,18 @@ def parse_as_of(text: str) -> date:
         raise argparse.ArgumentTypeError(f"--as-of expects YYYY-MM-DD, got {text!r}") from error
 
 
+DEMO_NAMES = ("planted", "retail", "telecom")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config file (default: the embedded demo)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="YAML config file (default: the embedded demo)")
+    source.add_argument(
+        "--demo",
+        choices=DEMO_NAMES,
+        default="planted",
+        help="without --config: the planted demo (default), or realistic retail or telecom data",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -97,17 +107,35 @@ def data_docs_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def load_run_config(config_path: Path | None, overrides: list[str], reads_data: bool = True) -> SegflowConfig:
-    """The validated config: the file's, or the demo's (generating the demo data once, for commands
-    that read it)."""
+def load_run_config(
+    config_path: Path | None, overrides: list[str], reads_data: bool = True, demo: str = "planted"
+) -> SegflowConfig:
+    """The validated config: the file's, or a demo's (generating its data once, for commands that
+    read it)."""
     if config_path is not None:
         return build_config(read_config_file(config_path), overrides)
-    from segflow.demo import demo_config, ensure_demo_data
+    from segflow.demo import demos
 
-    config = build_config(demo_config(DEMO_OUTPUT.resolve()), overrides)
+    chosen = demos()[demo]
+    root = demo_output(demo)
+    config = build_config(chosen.config(root), overrides)
     if reads_data:
-        ensure_demo_data(DEMO_OUTPUT.resolve() / "demo_data")
+        chosen.ensure_data(root)
     return config
+
+
+def demo_output(demo: str) -> Path:
+    """Where a demo reads and writes: `segflow_output/` for the planted one, a folder in it for the rest."""
+    return (DEMO_OUTPUT / ("." if demo == "planted" else demo)).resolve()
+
+
+def demo_as_of(arguments: argparse.Namespace) -> date | None:
+    """The as-of date a demo runs at without --as-of: the day its data ends, where it has one."""
+    if arguments.config is not None or getattr(arguments, "as_of", None) is not None:
+        return getattr(arguments, "as_of", None)
+    from segflow.demo import demos
+
+    return demos()[arguments.demo].as_of
 
 
 def run_flow(flow_call: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
@@ -276,7 +304,7 @@ def serve_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
     if config_file is None:  # the demo: its config, as a file the served runs read
         import yaml
 
-        config_file = DEMO_OUTPUT.resolve() / "demo-config.yaml"
+        config_file = demo_output(arguments.demo) / "demo-config.yaml"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
     elif arguments.overrides:
@@ -300,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "data-docs":
         return data_docs_command(arguments)
     try:
-        config = load_run_config(arguments.config, arguments.overrides, arguments.command != "runs")
+        config = load_run_config(
+            arguments.config, arguments.overrides, arguments.command != "runs", arguments.demo
+        )
     except ConfigError as error:
         print(f"segflow: {error}", file=sys.stderr)
         return error.exit_code
@@ -312,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     # the temporary server need not register Prefect's block types in its database: a run loads only blocks
     # (Secrets) a user saved, and saving registers their type; registering them all costs seconds
     os.environ.setdefault("PREFECT_SERVER_REGISTER_BLOCKS_ON_START", "false")
+    if "as_of" in arguments:
+        arguments.as_of = demo_as_of(arguments)
     return COMMANDS[arguments.command](arguments, config)
 
 

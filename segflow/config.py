@@ -154,7 +154,8 @@ class ClusteringConfig(StrictModel):
     # distance matrix of 20k rows is 3.2 GB, hence the ceiling)
     fit_sample_size: int = Field(5_000, ge=100, le=20_000)
     # candidates whose validity (silhouette, or DBCV for density methods, above its gate minimum) is
-    # within this margin of the best compete on stability; then the fewer segments (simpler model) win
+    # within this margin of the best compete on stability; then the more segments, then the simpler
+    # algorithm win (segflow/clustering/search.py)
     score_margin: float = Field(0.02, ge=0.0, le=1.0)
     # stability under resampling (adjusted Rand index of refits on subsamples of the fit sample):
     # resamples and minimum are the gate's unless set here; 0 resamples leaves stability out

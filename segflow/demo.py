@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from importlib import resources
@@ -205,3 +206,36 @@ def ensure_demo_data(folder: Path) -> dict[str, Path]:
         os.replace(partial, path)
     marker.touch()
     return paths
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A demo `segflow run --demo NAME` runs: its config for an output folder, the data it writes
+    there once, the folder under `segflow_output`, and the date its data ends (None: today)."""
+
+    config: Callable[[Path], dict[str, Any]]
+    ensure_data: Callable[[Path], dict[str, Path]]
+    folder: str
+    as_of: date | None
+
+
+def demos() -> dict[str, Demo]:
+    """The planted demo (well-separated personas: the pipeline end to end) and the realistic ones
+    (what real tables look like: most customers buy once, categories overlap)."""
+    from segflow import synthetic
+
+    return {
+        "planted": Demo(demo_config, lambda root: ensure_demo_data(root / "demo_data"), ".", None),
+        "retail": Demo(
+            synthetic.retail_config,
+            lambda root: synthetic.ensure_retail_data(root / "retail_data"),
+            "retail",
+            synthetic.RETAIL_END,
+        ),
+        "telecom": Demo(
+            synthetic.telecom_config,
+            lambda root: synthetic.ensure_telecom_data(root / "telecom_data"),
+            "telecom",
+            None,
+        ),
+    }

@@ -20,6 +20,7 @@ over generated bases.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,7 +41,16 @@ MEDIAN_WORDS = {
     "tenure_days": "first order {value} days ago",
     "avg_order_value": "basket {value}",
 }
+HELD_SHARE = 0.8  # a category value that holds this share of one of two same-named segments names it
 WHOLE_NUMBERS = ("recency_days", "frequency", "tenure_days")  # days and orders read as integers
+
+
+def column_words(column: str) -> str:
+    """A column name as words: 'monthly_charges' and 'MonthlyCharges' read 'monthly charges'; an
+    acronym stays as written ('ARPU', 'tenureInMonths' -> 'tenure in months')."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", str(column))
+    words = re.split(r"[\s_\-]+", spaced.strip())
+    return " ".join(word if len(word) > 1 and word.isupper() else word.lower() for word in words if word)
 
 
 def median_text(column: str, median: float, digits: int = 3) -> str:
@@ -52,7 +62,7 @@ def median_text(column: str, median: float, digits: int = 3) -> str:
     else:
         value = _rounded(median, digits)
     if column not in MEDIAN_WORDS:  # a column name is data: never a format string
-        return f"median {column.replace('_', ' ')} {value}"
+        return f"median {column_words(column)} {value}"
     text = MEDIAN_WORDS[column].format(value=value)
     return "1 order" if text == "1 orders" else text
 
@@ -174,7 +184,7 @@ def phrase(facts: SegmentFacts) -> str:
         words = [facts.recency, facts.habit, spend, noun]
         head = " ".join(word for word in words if word)
         return ", ".join([head[0].upper() + head[1:], *categories])
-    levels = [f"{level} {column.replace('_', ' ')}" for column, level in facts.levels.items()]
+    levels = [f"{level} {column_words(column)}" for column, level in facts.levels.items()]
     if not categories and not levels:
         return "Typical customers"
     head = ", ".join(categories) + (" customers" if categories else "Customers")
@@ -185,7 +195,7 @@ def phrase(facts: SegmentFacts) -> str:
 def category_text(column: str, value: str) -> str:
     """A category value as a name shows it; a yes/no value says its column ('paperless billing',
     'no internet service'), a missing one too."""
-    words, lowered = column.replace("_", " "), str(value).lower()
+    words, lowered = column_words(column), str(value).lower()
     if lowered in TRUE_VALUES:
         return words
     if lowered in FALSE_VALUES:
@@ -252,14 +262,19 @@ def distinct_names(segments: list[dict[str, Any]]) -> dict[int, str]:
             found = qualifiers(group) if attempt < 3 else {}
             for segment in group:
                 label = segment["label"]
-                names[label] += ", " + found.get(label, f"{segment['share']:.2%} of customers")
+                if label in found:
+                    names[label] += ", " + found[label]
+                elif len(found) < len(group) - 1 or not found:  # a lone rest keeps its name
+                    names[label] += f", {segment['share']:.2%} of customers"
     return names
 
 
 def qualifiers(group: list[dict[str, Any]]) -> dict[int, str]:
     """What tells segments of one name apart: a category whose most common value differs between
-    them, else the number whose medians differ most (as it reads: 'last order 400 days ago')."""
-    for column in sorted({column for segment in group for column in segment["modes"]}):
+    them; else, of two, a category value that holds one of them ('acquisition channel missing': the
+    other keeps the plain name); else the number whose medians differ most ('last order 400 days ago')."""
+    columns = sorted({column for segment in group for column in segment["modes"]})
+    for column in columns:
         values = [segment["modes"].get(column, (None, 0.0)) for segment in group]
         if all(value is not None and share >= 0.5 for value, share in values) and len(
             {v for v, _ in values}
@@ -268,6 +283,11 @@ def qualifiers(group: list[dict[str, Any]]) -> dict[int, str]:
                 segment["label"]: category_text(column, value)
                 for segment, (value, _) in zip(group, values, strict=True)
             }
+    for column in columns if len(group) == 2 else []:
+        values = [segment["modes"].get(column, (None, 0.0)) for segment in group]
+        held = [i for i, (value, share) in enumerate(values) if value is not None and share >= HELD_SHARE]
+        if len(held) == 1 and values[held[0]][0] != values[1 - held[0]][0]:
+            return {group[held[0]]["label"]: category_text(column, values[held[0]][0])}
     numbers = sorted({column for segment in group for column in segment["medians"]})
     best, spread = None, 0.0
     for column in numbers:
@@ -281,10 +301,19 @@ def qualifiers(group: list[dict[str, Any]]) -> dict[int, str]:
     if best is None:
         return {}
     for digits in (2, 3, 4):
-        shown = {segment["label"]: median_text(best, segment["medians"][best], digits) for segment in group}
+        shown = {
+            segment["label"]: qualifier_text(best, segment["medians"][best], digits) for segment in group
+        }
         if len(set(shown.values())) == len(group):
             break
     return shown
+
+
+def qualifier_text(column: str, median: float, digits: int) -> str:
+    """A median that tells same-named segments apart; an amount says it is a median ('median spend
+    1,074', not 'spend 1,074', which reads as what every customer spent)."""
+    text = median_text(column, median, digits)
+    return text if column in WHOLE_NUMBERS or text.startswith("median ") else f"median {text}"
 
 
 def _rounded(value: float, digits: int) -> str:

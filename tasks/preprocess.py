@@ -20,6 +20,10 @@ from segflow.timing import timed
 MISSING_CATEGORY = "missing"
 OTHER_CATEGORY = "other"
 # control characters, soft hyphen, zero-width and bidi formatting characters, byte order mark
+# A computed column whose middle 90% spans under this share of its median is dropped: on a base whose
+# customers all joined within a few months, tenure only says in which month they joined, and scaling
+# would blow that up into the strongest split of the clustering (see nearly_constant)
+NARROW_SPREAD = 0.25
 INVISIBLE_CHARACTERS = "[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 
 
@@ -136,11 +140,29 @@ def finite_mean(numbers: pd.DataFrame) -> pd.Series:
     return means.clip(lower=numbers.min(), upper=numbers.max())
 
 
+def nearly_constant(numbers: pd.DataFrame, computed: list[str]) -> list[str]:
+    """The computed columns whose 5-95% span is above zero but under NARROW_SPREAD of their median.
+    A column the config names is never dropped, nor one whose middle 90% is a single value (its
+    tails are the few customers who differ, such as the repeat buyers of a one-time base)."""
+    narrow = []
+    for column in computed:
+        low, median, high = numbers[column].quantile([0.05, 0.5, 0.95])
+        if median > 0 and 0 < high - low < NARROW_SPREAD * median:
+            narrow.append(column)
+    return narrow
+
+
 def fit_preparation(
-    table: pd.DataFrame, numeric: list[str], categorical: list[str], preprocess: PreprocessConfig, top_n: int
+    table: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    preprocess: PreprocessConfig,
+    top_n: int,
+    computed: list[str],
 ) -> tuple[Preparation, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Learn imputation values, skewed columns and kept categories (dropping empty and constant
-    columns); return them with the table's readable values, its model input and what was found."""
+    """Learn imputation values, skewed columns and kept categories (dropping empty, constant and
+    nearly constant computed columns); return them with the table's readable values, its model input
+    and what was found."""
     numbers = table[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
     numbers = numbers.replace([np.inf, -np.inf], np.nan)
     empty = [c for c in numeric if numbers[c].isna().all()]
@@ -153,15 +175,17 @@ def fit_preparation(
     missing_counts = {c: int(n) for c, n in numbers.isna().sum().items() if n}
     numbers = numbers.fillna(fill_values)
     constant = [c for c in numbers.columns if numbers[c].nunique() <= 1]
-    readable = numbers.drop(columns=constant)
+    narrow = nearly_constant(numbers, [c for c in computed if c in numbers.columns and c not in constant])
+    dropped = constant + narrow
+    readable = numbers.drop(columns=dropped)
     skewed = []
     if preprocess.log_transform_skewed:
         skewed = [c for c in readable.columns if readable[c].min() >= 0 and readable[c].skew() > 1.0]
     for column in categorical:
         readable[column] = normalise_categories(table[column])
     preparation = Preparation(
-        numeric_columns=[c for c in numbers.columns if c not in constant],
-        fill_values={c: float(fill_values[c]) for c in numbers.columns if c not in constant},
+        numeric_columns=[c for c in numbers.columns if c not in dropped],
+        fill_values={c: float(fill_values[c]) for c in numbers.columns if c not in dropped},
         log1p_columns=skewed,
         categories={
             column: [str(v) for v in readable[column].value_counts().index[:top_n]] for column in categorical
@@ -173,6 +197,7 @@ def fit_preparation(
     facts = {
         "all_null_columns_dropped": empty,
         "constant_columns_dropped": constant,
+        "nearly_constant_columns_dropped": narrow,
         "imputed_values": {c: float(fill_values[c]) for c in missing_counts if c in numbers},
         "missing_values": missing_counts,
     }
@@ -187,8 +212,9 @@ def prepare_features(
 ) -> PreparedFeatures:
     """Impute, de-skew and encode a customer table (one row per customer) into a numeric model input."""
     numeric, categorical = choose_columns(table, features, rfm_columns)
+    computed = [column for column in rfm_columns if column not in features.numeric]
     preparation, readable, model_input, facts = fit_preparation(
-        table, numeric, categorical, preprocess, features.max_categories
+        table, numeric, categorical, preprocess, features.max_categories, computed
     )
     return PreparedFeatures(
         customer_ids=table[CUSTOMER_ID].reset_index(drop=True),
@@ -239,13 +265,14 @@ def preprocess_task(
     prepared.recipe.update(duplicates)
     recipe = prepared.recipe
     get_run_logger().info(
-        "preprocess: %d customers, %d model columns; imputed %s; dropped all-null %s and constant %s; "
-        "log1p on %s",
+        "preprocess: %d customers, %d model columns; imputed %s; dropped all-null %s, constant %s and "
+        "nearly constant %s; log1p on %s",
         len(prepared.customer_ids),
         prepared.model_input.shape[1],
         recipe["missing_values"] or "nothing",
         recipe["all_null_columns_dropped"] or "none",
         recipe["constant_columns_dropped"] or "none",
+        recipe["nearly_constant_columns_dropped"] or "none",
         recipe["log1p_columns"] or "none",
     )
     return prepared

@@ -15,9 +15,10 @@ from prefect.logging import get_run_logger
 
 from segflow.errors import ConfigError
 from segflow.ledger import RunFacts, RunLedger
+from segflow.locks import publish_in_turn
 from segflow.retry import IO_RETRY_POLICY
 from segflow.rfm import scores_table
-from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite
+from segflow.stores import PUBLISHING_STATUSES, PublicationStore, StoredState, TableWrite, read_state
 from segflow.tables import CUSTOMER_ID, NOISE_LABEL, NOISE_NAME, NOISE_SEGMENT_KEY, TABLES, is_in, to_arrow
 from segflow.timing import timed
 
@@ -39,6 +40,7 @@ class Publication:
     migration: pd.DataFrame = field(default_factory=pd.DataFrame)  # last publication's keys x this run's
     status: str = "published"  # or "scored": customers assigned to the published segments
     message: str = "published"
+    based_on: dict[str, str | None] = field(default_factory=dict)  # StoredState.current_runs
 
     def table(self, name: str) -> pd.DataFrame:
         return next(w.rows for w in self.writes if w.name == name).to_pandas()
@@ -336,6 +338,7 @@ def build_publication(
         drift=drift_measures(snapshot, before),
         keys=keys,
         migration=migration_matrix(before, snapshot),
+        based_on=stored.current_runs,
     )
 
 
@@ -438,6 +441,7 @@ def build_scored_publication(
             f"scored {len(scored):,} customers with the model of run {model_run_id}; "
             f"{moved:,} moved or entered"
         ),
+        based_on=stored.current_runs,
     )
 
 
@@ -524,25 +528,26 @@ def build_scored_publication_task(
     return build_scored_publication(scored, stored, ledger, model_run_id)
 
 
+def publish_to(stores: list[PublicationStore], publication: Publication, writes: list[TableWrite]) -> list:
+    """Swap the writes into every target that does not hold this run yet (a retry after a commit),
+    and return those: all locked, and each checked to hold still the publication the run built on."""
+    pending = [store for store in stores if store.run_status(publication.run_id) != publication.status]
+    publish_in_turn(pending, publication.as_of, writes, publication.based_on)
+    return pending
+
+
 @task(name="publish", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 @timed
 def publish_task(
     stores: list[PublicationStore], publication: Publication, ledger: RunLedger, facts: RunFacts
 ) -> dict[str, int]:
-    """Write the segment tables and the run's record to every target, each swapping all at once.
-    A target that already holds this run (a retry after its commit) is left as it is."""
-    writes = publication_writes(publication, ledger, facts)
-    logger = get_run_logger()
+    """Write the segment tables and the run's record to every target, each swapping all at once."""
+    written = publish_to(stores, publication, publication_writes(publication, ledger, facts))
     for store in stores:
-        if store.run_status(publication.run_id) == publication.status:
-            logger.info(
-                "publish: %s already holds run %s; not written again", store.describe(), ledger.run_id
-            )
-            continue
-        store.publish(publication.as_of, writes)
-        logger.info(
-            "publish: %s now holds run %s (as of %s): %s",
+        get_run_logger().info(
+            "publish: %s %s run %s (as of %s): %s",
             store.describe(),
+            "now holds" if store in written else "already held",
             publication.run_id,
             publication.as_of,
             publication.counts,
@@ -552,8 +557,8 @@ def publish_task(
 
 @task(name="read-publication-state", cache_policy=NO_CACHE, **IO_RETRY_POLICY)
 @timed
-def read_state_task(store: PublicationStore, as_of: date) -> StoredState:
-    return store.read_state(as_of)
+def read_state_task(stores: list[PublicationStore], as_of: date) -> StoredState:
+    return read_state(stores, as_of)
 
 
 def record_run(

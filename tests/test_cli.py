@@ -30,6 +30,8 @@ def segflow(*arguments: str, cwd: Path, timeout: int = 600) -> subprocess.Comple
         (["run", "--as-of", "26/11/2026"], "--as-of expects YYYY-MM-DD"),
         (["run", "--config", "absent.yaml"], "cannot read config file absent.yaml"),
         (["fly"], "invalid choice"),
+        (["run", "--demo", "bank"], "argument --demo: invalid choice: 'bank'"),
+        (["run", "--demo", "retail", "--config", "x.yaml"], "not allowed with argument"),
     ],
 )
 def test_usage_and_config_errors_exit_2_before_reading_data(tmp_path, arguments, message):
@@ -68,3 +70,32 @@ def test_demo_runs_end_to_end_and_a_rerun_keeps_one_row_per_customer(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert published_rows() == (expected, expected)
     assert (root / "demo_data" / "transactions.parquet").stat().st_mtime_ns == data_written
+
+
+def test_a_realistic_demo_reads_and_writes_in_its_own_folder_at_the_day_its_data_ends(tmp_path, monkeypatch):
+    from segflow.cli import build_parser, demo_as_of, load_run_config
+    from segflow.synthetic import RETAIL_END
+
+    monkeypatch.chdir(tmp_path)
+    retail = load_run_config(None, [], reads_data=False, demo="retail")
+    root = tmp_path / "segflow_output" / "retail"
+    assert retail.sources.transactions.uri == str(root / "retail_data" / "orders.parquet")
+    assert retail.publish.warehouse == f"duckdb:///{root / 'warehouse.duckdb'}"
+    assert retail.features.categorical == [
+        "acquisition_channel",
+        "country",
+        "first_order_category",
+        "loyalty_member",
+    ]
+    assert not root.exists()  # a command that reads no data generates none
+
+    parse = build_parser().parse_args
+    assert demo_as_of(parse(["run", "--demo", "retail"])) == RETAIL_END
+    assert str(demo_as_of(parse(["run", "--demo", "retail", "--as-of", "2026-01-31"]))) == "2026-01-31"
+    assert demo_as_of(parse(["run", "--demo", "telecom"])) is None  # a customer table: no date of its own
+    assert demo_as_of(parse(["run"])) is None  # the planted demo runs as of today, as before
+
+    telecom = load_run_config(None, ["clustering.k=[4,6]"], demo="telecom")
+    assert (tmp_path / "segflow_output" / "telecom" / "telecom_data" / "telco_customers.parquet").exists()
+    assert telecom.features.numeric == ["tenure", "monthly_charges", "total_charges"]
+    assert list(telecom.clustering.k) == [4, 6]

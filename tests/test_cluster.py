@@ -287,6 +287,17 @@ def test_candidates_out_of_bounds_compete_only_when_none_is_within():
     assert chosen([lopsided, option("kmeans", 0.55, 4, within=False)], score_margin=0.01).key == 2
 
 
+def test_a_candidate_below_its_validity_minimum_competes_only_when_none_reaches_it():
+    # the real IBM Telco table: agglomerative k=10 at silhouette 0.246 (as stable, to one decimal, and
+    # with more segments) won against kmeans k=6 at 0.254 within the margin, and the gate refused it
+    telco = [option("agglomerative", 0.246, 10, 0.87), option("kmeans", 0.254, 6, 0.90)]
+    assert choose_among_algorithms(telco, ClusteringConfig(score_margin=0.02)).key == 6
+    assert chosen(telco, score_margin=0.02).key == 6
+    below = [option("kmeans", 0.20, 4, 0.9), option("kmeans", 0.22, 3, 0.9)]
+    winner = chosen(below, score_margin=0.01)
+    assert winner.key == 3 and "no candidate reached its validity minimum" in winner.reasons[0]
+
+
 def test_within_bounds_counts_segments_shares_of_all_scored_rows_and_noise():
     config = ClusteringConfig(min_segment_share=0.05, max_segment_share=0.8, min_segments=2, max_segments=4)
     assert within_bounds([80, 15, 5], 100, 0.0, config)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segflow.config import NamingConfig
-from segflow.naming import Base, SegmentFacts, contradictions, distinct_names
+from segflow.naming import Base, SegmentFacts, column_words, contradictions, distinct_names, phrase
 from segflow.tables import NOISE_LABEL
 from segflow.tasks.profile import profile_segments
 from segflow.tasks.publish import segment_names
@@ -159,6 +159,29 @@ def test_names_are_made_distinct_by_facts_never_by_counters():
         0: "Lapsed one-time buyers, last order 400 days ago",
         1: "Lapsed one-time buyers, last order 1,100 days ago",
     }
+    by_spend = distinct_names(
+        [
+            segment(0, "Lapsing repeat buyers", {"monetary": 1074.0}),
+            segment(1, "Lapsing repeat buyers", {"monetary": 116.0}),
+            segment(2, "Customers with high data usage", {"DataUsage_GB": 80.0}),
+            segment(3, "Customers with high data usage", {"DataUsage_GB": 20.0}),
+        ]
+    )
+    assert by_spend == {  # an amount says it is a median; a column name reads as words
+        0: "Lapsing repeat buyers, median spend 1,074",
+        1: "Lapsing repeat buyers, median spend 116",
+        2: "Customers with high data usage, median data usage GB 80",
+        3: "Customers with high data usage, median data usage GB 20",
+    }
+    # the planted demo: 2% of customers lost their acquisition channel, and one of two same-named
+    # segments is made of them; it says so, and the other keeps the plain name
+    one_held = distinct_names(
+        [
+            segment(0, "Lapsing repeat buyers", {"monetary": 1074.0}, {"channel": ("paid_search", 0.3)}),
+            segment(1, "Lapsing repeat buyers", {"monetary": 116.0}, {"channel": ("missing", 1.0)}),
+        ]
+    )
+    assert one_held == {0: "Lapsing repeat buyers", 1: "Lapsing repeat buyers, channel missing"}
     identical = distinct_names(
         [
             segment(0, "Typical customers", {"x": 1.0}, share=0.4),
@@ -196,3 +219,11 @@ def test_a_matched_segment_keeps_its_name_while_its_facts_hold():
     renamed = segment_names(clash, {0: "seg-0001", 1: "seg-0003"}, definitions)
     assert renamed["seg-0001"][0] == "Lapsing one-time buyers (the name of last night)"
     assert renamed["seg-0003"][0] == "Lapsing one-time buyers (the name of last night), 50.0% of customers"
+
+
+def test_column_names_read_as_words():
+    assert column_words("monthly_charges") == column_words("MonthlyCharges") == "monthly charges"
+    assert column_words("tenureInMonths") == "tenure in months"
+    assert column_words("ARPU") == "ARPU" and column_words("customer-ID") == "customer ID"
+    facts = SegmentFacts(levels={"MonthlyCharges": "high"}, categories={"PaperlessBilling": "Yes"})
+    assert phrase(facts) == "Paperless billing customers with high monthly charges"

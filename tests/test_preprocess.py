@@ -82,3 +82,34 @@ def test_mean_imputation_stays_finite_when_both_signs_overflow_the_sum():
     prepared = prepare_features(table, FeaturesConfig(numeric=["x"]), PreprocessConfig(impute="mean"), [])
     assert np.isfinite(prepared.recipe["imputed_values"]["x"])
     assert np.isfinite(prepared.model_input.to_numpy(dtype=np.float64)).all()
+
+
+def test_a_computed_column_of_narrow_spread_is_dropped_unless_the_config_names_it():
+    rng = np.random.default_rng(5)
+    n = 2000
+    # every customer joined within three months, 500 days ago: tenure only tells the join month
+    tenure = rng.integers(455, 545, n).astype(float)
+    recency = np.minimum(rng.exponential(300, n), tenure)
+    frequency = np.where(rng.random(n) < 0.97, 1, rng.integers(2, 9, n)).astype(float)  # most buy once
+    table = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "recency_days": recency,
+            "frequency": frequency,
+            "monetary": rng.lognormal(3.5, 1.0, n),
+            "tenure_days": tenure,
+        }
+    )
+    rfm = ["recency_days", "frequency", "monetary", "tenure_days"]
+    prepared = prepare_features(table, FeaturesConfig(), PreprocessConfig(), rfm)
+    assert prepared.recipe["nearly_constant_columns_dropped"] == ["tenure_days"]
+    assert prepared.numeric_columns == ["recency_days", "frequency", "monetary"]
+    assert "tenure_days" not in prepared.model_input and "tenure_days" not in prepared.readable
+
+    named = prepare_features(table, FeaturesConfig(numeric=["tenure_days"]), PreprocessConfig(), rfm)
+    assert named.recipe["nearly_constant_columns_dropped"] == []
+    assert "tenure_days" in named.numeric_columns
+
+    joined_over_years = table.assign(tenure_days=rng.integers(30, 1500, n).astype(float))
+    spread = prepare_features(joined_over_years, FeaturesConfig(), PreprocessConfig(), rfm)
+    assert spread.recipe["nearly_constant_columns_dropped"] == []

@@ -9,9 +9,11 @@
   whose clusters may be any shape (silhouette punishes two moons found exactly). Each candidate's
   margin is its validity above its measure's minimum (the gate's), so families compete fairly.
 - Bounds. A candidate competes when its number of segments lies in [min_segments, max_segments],
-  its segment shares in [min_segment_share, max_segment_share] and its noise within
-  max_noise_share; density clusters beyond max_segments are first merged (`merged_to`). When no
-  candidate is within bounds, all compete (the gate then says why the result is refused).
+  its segment shares in [min_segment_share, max_segment_share], its noise within max_noise_share
+  and its validity at least its measure's minimum; density clusters beyond max_segments are first
+  merged (`merged_to`). When no candidate is within bounds, all compete (the gate then says why
+  the result is refused). Without the validity floor, a candidate just below it could win on
+  stability and segments against one just above, and the gate would refuse a run it need not.
 - Choice. Among the candidates within `score_margin` of the best margin, the most stable wins
   (adjusted Rand index of refits on subsamples of the fit sample, computed only for these
   contenders, compared to one decimal); then the one with more segments (as stable and as valid,
@@ -334,8 +336,9 @@ def choose(
     stability_of: Callable[[list[Candidate]], list[float | None]],
 ) -> Candidate:
     """The candidate with the best validity margin that is stable enough; within `score_margin` of
-    the best, the most stable, then the fewer segments, then the simpler algorithm. Its `reasons` say
-    why it won."""
+    the best, the most stable, then the more segments, then the simpler algorithm. A candidate below
+    its validity minimum competes only when none reaches it (the gate would refuse it). Its `reasons`
+    say why it won."""
     scored = [c for c in candidates if c.margin is not None]
     if not scored:  # the gate will refuse it, saying how many segments it found
         winner = max(candidates, key=lambda c: c.n_segments)
@@ -345,6 +348,11 @@ def choose(
     within = [c for c in scored if c.within_bounds]
     pool = within or scored
     reasons = [] if within else ["no candidate was within the bounds; the best of all competed"]
+    valid = [c for c in pool if c.margin >= 0]
+    if valid:
+        pool = valid
+    else:
+        reasons.append("no candidate reached its validity minimum; the best of them competed")
     dropped: list[Candidate] = []
     while pool:
         best = max(c.margin for c in pool)

@@ -6,6 +6,7 @@ duckdb.py     DuckDBStore        postgres.py   PostgresStore        parquet.py  
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from segflow.config import PublishConfig
@@ -24,19 +25,35 @@ __all__ = [
     "StoredState",
     "TableWrite",
     "open_stores",
+    "read_state",
 ]
 
 
 def open_stores(publish: PublishConfig) -> list[PublicationStore]:
-    """The configured targets, the warehouse first: it is the one whose state a run reads."""
+    """The configured targets, the warehouse first: it is the one whose state a run reads (and the
+    first whose writer lock a publication takes, in every run alike)."""
     stores: list[PublicationStore] = []
+    wait = publish.lock_timeout_seconds
     if publish.warehouse is not None:
         if publish.warehouse.startswith("duckdb://"):
-            stores.append(DuckDBStore(duckdb_path(publish.warehouse), publish.schema_name))
+            stores.append(DuckDBStore(duckdb_path(publish.warehouse), publish.schema_name, wait_seconds=wait))
         else:
             stores.append(
-                PostgresStore(publish.warehouse, publish.schema_name, password_secret=publish.password_secret)
+                PostgresStore(
+                    publish.warehouse,
+                    publish.schema_name,
+                    password_secret=publish.password_secret,
+                    wait_seconds=wait,
+                )
             )
     if publish.parquet is not None:
-        stores.append(ParquetStore(Path(publish.parquet)))
+        stores.append(ParquetStore(Path(publish.parquet), wait_seconds=wait))
     return stores
+
+
+def read_state(stores: list[PublicationStore], as_of: date) -> StoredState:
+    """What the first target holds (the warehouse, when there is one), and which run's publication
+    every target holds: a publication built on it is swapped in only where that is still so."""
+    stored = stores[0].read_state(as_of)
+    stored.current_runs |= {store.target: store.current_run() for store in stores[1:]}
+    return stored

@@ -3,7 +3,9 @@ the SQL both warehouses (DuckDB, PostgreSQL) speak. Imports no target."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, Protocol
 
@@ -50,10 +52,19 @@ class StoredState:
     definitions: pd.DataFrame | None = None
     changes_on_as_of: pd.DataFrame | None = None
     holdouts: pd.DataFrame | None = None  # segment_holdouts, when published
+    # target -> the run whose publication it held when read (None: nothing published yet); a
+    # publication built on this state is swapped in only where that is still the current one
+    current_runs: dict[str, str | None] = field(default_factory=dict)
 
 
 class PublicationStore(Protocol):
+    target: str  # the target's identity, however its URI or path is spelt (segflow.locks)
+
     def describe(self) -> str: ...
+
+    def writer_lock(self) -> AbstractContextManager[None]: ...
+
+    def current_run(self) -> str | None: ...
 
     def read_state(self, as_of: date) -> StoredState: ...
 
@@ -66,12 +77,43 @@ class PublicationStore(Protocol):
     def run_status(self, run_id: str) -> str | None: ...
 
 
+class TargetLock:
+    """The writer lock at the target, re-entrant within one store object: publish takes it, and a
+    caller that checks several targets before writing any holds it around them (`_hold`)."""
+
+    _lock_depth = 0
+
+    def _hold(self) -> AbstractContextManager[None]: ...
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the target's writer lock for the block (waiting for another writer to let go)."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with self._hold():
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+
+
 class SqlReads:
     """The reads a warehouse answers with one query over one table (`_select`)."""
 
     placeholder: str
 
     def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None: ...
+
+    def current_run(self) -> str | None:
+        """The run whose publication is current (the last to publish or score), or None."""
+        rows = self._select("segmentation_runs", CURRENT_RUN_SQL.format(runs="{table}"))
+        return None if rows is None or rows.empty else str(rows["run_id"].iloc[0])
 
     def read_model(self) -> dict | None:
         """The newest saved model (that of the current publication), or None."""
@@ -90,10 +132,13 @@ class SqlReads:
         return None if rows is None or rows.empty else str(rows["status"].iloc[0])
 
 
-SNAPSHOT_AS_OF_SQL = (
-    "SELECT max(as_of) FROM {runs} WHERE status IN ("
-    + ", ".join(f"'{status}'" for status in PUBLISHING_STATUSES)
-    + ")"
+PUBLISHING = "status IN (" + ", ".join(f"'{status}'" for status in PUBLISHING_STATUSES) + ")"
+SNAPSHOT_AS_OF_SQL = f"SELECT max(as_of) FROM {{runs}} WHERE {PUBLISHING}"
+# the newest as-of, and on one date the last to finish: a run publishes only over the current one,
+# so publications follow each other in this order (finished_at comes from the writers' clocks)
+CURRENT_RUN_SQL = (
+    f"SELECT run_id FROM {{runs}} WHERE {PUBLISHING} "
+    "ORDER BY as_of DESC, finished_at DESC, run_id DESC LIMIT 1"
 )
 LATEST_MODEL_SQL = "SELECT * FROM {models} ORDER BY as_of DESC, created_at DESC LIMIT 1"
 RECENT_RUNS_SQL = "SELECT * FROM {runs} ORDER BY started_at DESC LIMIT {limit:d}"
@@ -161,6 +206,27 @@ def history_view_sql(schema: str) -> str:
 def writes_changes(writes: list[TableWrite]) -> bool:
     """Whether a publication writes the change feed (and so defines the history derived from it)."""
     return any(write.name == "segment_changes" for write in writes)
+
+
+def columns_sql(placeholders: tuple[str, str]) -> str:
+    """The columns of one table (schema, table), for adding those a table of an earlier release lacks."""
+    schema, table = placeholders
+    return (
+        "SELECT column_name FROM information_schema.columns "
+        f"WHERE table_schema = {schema} AND table_name = {table}"
+    )
+
+
+def append_sql(target: str, source: str, schema: pa.Schema, present: set[str], dialect: str) -> list[str]:
+    """Add the rows of `source` to a table that may come from an earlier release: the columns it
+    lacks are added first (NULL in its older rows), and the rows go in by column name."""
+    added = [
+        f"ALTER TABLE {target} ADD COLUMN {quote_identifier(field.name)} {sql_type(field.type, dialect)}"
+        for field in schema
+        if field.name not in present
+    ]
+    columns = ", ".join(quote_identifier(name) for name in schema.names)
+    return [*added, f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {source}"]
 
 
 def delete_sql(qualified: str, replace: Replace, placeholder: str) -> str:

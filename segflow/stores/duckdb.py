@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from segflow.locks import duckdb_target, wait_for
 from segflow.stores.base import (
     SNAPSHOT_AS_OF_SQL,
     SqlReads,
     StoredState,
     TableWrite,
+    TargetLock,
+    append_sql,
+    columns_sql,
     create_table_sql,
     delete_sql,
     history_view_sql,
@@ -23,14 +29,18 @@ from segflow.stores.base import (
 from segflow.tables import TABLES
 
 
-class DuckDBStore(SqlReads):
-    """A DuckDB file; every publication is one transaction."""
+class DuckDBStore(SqlReads, TargetLock):
+    """A DuckDB file; every publication is one transaction. Its writer lock is DuckDB's own lock on
+    the file, held by a read-write connection that the publication then uses."""
 
     placeholder = "?"
 
-    def __init__(self, path: str, schema: str):
+    def __init__(self, path: str, schema: str, wait_seconds: float = 3600):
         self.path = path
         self.schema = schema
+        self.wait_seconds = wait_seconds  # for another process to let go of the file
+        self.target = duckdb_target(path, schema)
+        self._writer: duckdb.DuckDBPyConnection | None = None
 
     def describe(self) -> str:
         return f"DuckDB {self.path} (schema {self.schema})"
@@ -38,10 +48,44 @@ class DuckDBStore(SqlReads):
     def _name(self, table: str) -> str:
         return qualified_name(self.schema, table)
 
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """A connection, waiting while another process holds the file (DuckDB allows one writer
+        process, or any number of readers)."""
+
+        def attempt() -> duckdb.DuckDBPyConnection | None:
+            try:
+                return duckdb.connect(self.path, read_only=read_only)
+            except duckdb.IOException as error:
+                if "Could not set lock" not in str(error):
+                    raise
+                return None
+
+        return wait_for(attempt, self.wait_seconds, f"another process holds the DuckDB file {self.path}")
+
+    @contextmanager
+    def _connection(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The held writer connection inside `writer_lock` (a second one with another configuration is
+        refused in the same process), else a fresh one closed after the block."""
+        if self._writer is not None:
+            yield self._writer
+            return
+        with self._open(read_only) as connection:
+            yield connection
+
+    @contextmanager
+    def _hold(self) -> Iterator[None]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._open(read_only=False)
+        try:
+            yield
+        finally:
+            self._writer.close()
+            self._writer = None
+
     def read_state(self, as_of: date) -> StoredState:
         if not Path(self.path).exists():
-            return StoredState()
-        with duckdb.connect(self.path, read_only=True) as connection:
+            return StoredState(current_runs={self.target: None})
+        with self._connection() as connection:
             present = {
                 row[0]
                 for row in connection.sql(
@@ -50,7 +94,7 @@ class DuckDBStore(SqlReads):
                 ).fetchall()
             }
             if "customer_segments" not in present:
-                return StoredState()
+                return StoredState(current_runs={self.target: None})
 
             def query(sql: str, parameters: list | None = None) -> pd.DataFrame:
                 return connection.sql(sql, params=parameters).to_arrow_table().to_pandas()
@@ -67,13 +111,14 @@ class DuckDBStore(SqlReads):
                     f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = ?", [as_of]
                 ),
                 holdouts=query(f"SELECT * FROM {self._name('segment_holdouts')}") if holdouts else None,
+                current_runs={self.target: self.current_run()},
             )
 
     def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None:
         """A query over one table, or None when the file or the table does not exist yet."""
         if not Path(self.path).exists():
             return None
-        with duckdb.connect(self.path, read_only=True) as connection:
+        with self._connection() as connection:
             exists = connection.sql(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
                 params=[self.schema, table],
@@ -84,8 +129,7 @@ class DuckDBStore(SqlReads):
             return query.to_arrow_table().to_pandas()
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with duckdb.connect(self.path) as connection:
+        with self.writer_lock(), self._connection() as connection:
             connection.execute("BEGIN TRANSACTION")
             try:
                 connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
@@ -115,5 +159,9 @@ class DuckDBStore(SqlReads):
             # the key on the rows instead (the rows they replace are deleted first, other dates differ)
             connection.execute(create_table_sql(target, write.rows.schema, (), "duckdb", True))
             connection.execute(delete_sql(target, write.replace, "?"), [write.delete_parameter(as_of)])
-            connection.execute(f"INSERT INTO {target} SELECT * FROM staged_rows")
+            present = connection.execute(columns_sql(("?", "?")), [self.schema, write.name]).fetchall()
+            for statement in append_sql(
+                target, "staged_rows", write.rows.schema, {row[0] for row in present}, "duckdb"
+            ):
+                connection.execute(statement)
         connection.unregister("staged_rows")

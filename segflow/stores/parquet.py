@@ -6,6 +6,7 @@ Layout under the configured folder:
                       segmentation_runs.parquet
     publications/<id>/segment_changes/<as_of>.parquet (likewise segment_profiles, quarantine)
     publications/<id>/segment_membership_history.parquet   derived from segment_changes
+    .writer.lock                            flock-ed by the publishing writer
 Per-date files of earlier publications are hard-linked, not copied, into the new folder.
 """
 
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 
@@ -24,14 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from segflow.locks import file_lock, folder_target
 from segflow.stores.base import (
+    CURRENT_RUN_SQL,
     PUBLISHING_STATUSES,
     StoredState,
     TableWrite,
+    TargetLock,
     check_primary_key,
     writes_changes,
 )
-from segflow.tables import CUSTOMER_ID, MEMBERSHIP_HISTORY_SQL, TABLES
+from segflow.tables import CUSTOMER_ID, MEMBERSHIP_HISTORY_SQL, TABLES, TableSpec
 
 KEEP_PUBLICATIONS = 5
 PUBLICATION_NAME = re.compile(r"\d{4}-\d{2}-\d{2}-[0-9a-f]{12}")  # only folders segflow made are pruned
@@ -42,6 +47,31 @@ def kept_rows(old: pa.Table, write: TableWrite, as_of: date) -> pa.Array:
     if write.replace == "run":
         return pc.not_equal(old["run_id"], pa.scalar(write.run_id))
     return pc.not_equal(old["as_of"], pa.scalar(as_of, pa.date32()))
+
+
+def conformed(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows of a file an earlier release wrote, in the columns of `schema`: those it lacks are null."""
+    return pa.Table.from_arrays(
+        [
+            rows[field.name] if field.name in rows.column_names else pa.nulls(rows.num_rows, field.type)
+            for field in schema
+        ],
+        schema=schema,
+    )
+
+
+def carry_forward(part: Path, target: Path, spec: TableSpec) -> None:
+    """Hard-link a per-date file into the new publication; one an earlier release wrote without
+    some of today's columns is rewritten with them (null), so every file of a folder reads alike."""
+    schema = pq.read_schema(part)
+    if schema.names == [name for name, _ in spec.columns]:
+        os.link(part, target)
+        return
+    id_type = schema.field(CUSTOMER_ID).type if CUSTOMER_ID in schema.names else pa.string()
+    wanted = pa.schema(
+        schema.field(f.name) if f.name in schema.names else f for f in spec.arrow_schema(id_type)
+    )
+    pq.write_table(conformed(pq.read_table(part), wanted), target)
 
 
 def write_history(staging: Path) -> None:
@@ -56,16 +86,35 @@ def write_history(staging: Path) -> None:
     pq.write_table(history.cast(schema), target)
 
 
-class ParquetStore:
-    """A folder of publications; `current` is a symlink swapped to the newest complete one."""
+def current_run_in(folder: Path) -> str | None:
+    """The run whose publication a folder is (the last to publish or score in it), or None."""
+    path = folder / "segmentation_runs.parquet"
+    if not path.exists():
+        return None
+    with duckdb.connect() as connection:
+        connection.register("runs", pq.read_table(path))
+        rows = connection.sql(CURRENT_RUN_SQL.format(runs="runs")).fetchall()
+    return rows[0][0] if rows else None
 
-    def __init__(self, root: Path):
+
+class ParquetStore(TargetLock):
+    """A folder of publications; `current` is a symlink swapped to the newest complete one. Writers
+    take turns on an flock of `.writer.lock` in the folder (on a local file system: NFS may not
+    honour it)."""
+
+    def __init__(self, root: Path, wait_seconds: float = 3600):
         self.root = Path(root)
         self.current = self.root / "current"
         self.publications = self.root / "publications"
+        self.wait_seconds = wait_seconds
+        self.target = folder_target(self.root)
 
     def describe(self) -> str:
         return f"Parquet {self.current}"
+
+    def _hold(self) -> AbstractContextManager[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return file_lock(self.root / ".writer.lock", self.wait_seconds)
 
     def _read(self, folder: Path, name: str) -> pd.DataFrame | None:
         path = folder / f"{name}.parquet"
@@ -73,8 +122,8 @@ class ParquetStore:
 
     def read_state(self, as_of: date) -> StoredState:
         if not self.current.exists():
-            return StoredState()
-        folder = self.current.resolve()
+            return StoredState(current_runs={self.target: None})
+        folder = self.current.resolve()  # one publication for every read, whatever is swapped in meanwhile
         runs = self._read(folder, "segmentation_runs")
         published = runs[runs["status"].isin(PUBLISHING_STATUSES)] if runs is not None else None
         changes_file = folder / "segment_changes" / f"{as_of.isoformat()}.parquet"
@@ -84,7 +133,11 @@ class ParquetStore:
             definitions=self._read(folder, "segment_definitions"),
             changes_on_as_of=pq.read_table(changes_file).to_pandas() if changes_file.exists() else None,
             holdouts=self._read(folder, "segment_holdouts"),
+            current_runs={self.target: current_run_in(folder)},
         )
+
+    def current_run(self) -> str | None:
+        return current_run_in(self.current.resolve()) if self.current.exists() else None
 
     def read_model(self) -> dict | None:
         folder = self.current / "segment_models"
@@ -109,6 +162,10 @@ class ParquetStore:
         return None if statuses.empty else str(statuses.iloc[0])
 
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
+        with self.writer_lock():
+            self._publish(as_of, writes)
+
+    def _publish(self, as_of: date, writes: list[TableWrite]) -> None:
         previous = self.current.resolve() if self.current.exists() else None
         self.publications.mkdir(parents=True, exist_ok=True)
         for abandoned in self.publications.glob(".*.partial"):  # left by a killed run
@@ -141,7 +198,7 @@ class ParquetStore:
                 if source_dir.is_dir():
                     (staging / name).mkdir()
                     for part in source_dir.glob("*.parquet"):
-                        os.link(part, staging / name / part.name)
+                        carry_forward(part, staging / name / part.name, spec)
             elif name not in rewritten and (previous / f"{name}.parquet").exists():
                 os.link(previous / f"{name}.parquet", staging / f"{name}.parquet")
 
@@ -158,7 +215,11 @@ class ParquetStore:
         rows = write.rows
         if write.replace != "all" and old_path is not None and old_path.exists():
             old = pq.read_table(old_path)
-            rows = pa.concat_tables([old.filter(kept_rows(old, write, as_of)), rows.cast(old.schema)])
+            schema = pa.schema(
+                old.schema.field(f.name) if f.name in old.column_names else f for f in rows.schema
+            )
+            old = conformed(old, schema)
+            rows = pa.concat_tables([old.filter(kept_rows(old, write, as_of)), rows.cast(schema)])
             check_primary_key(rows, spec.primary_key, write.name)
         target.unlink(missing_ok=True)  # a hard link to the previous publication's file
         pq.write_table(rows, target)

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import date
 
 import pandas as pd
 
 from segflow.errors import PublishError
+from segflow.locks import advisory_key, postgres_target, wait_for
 from segflow.stores.base import (
     SNAPSHOT_AS_OF_SQL,
     SqlReads,
     StoredState,
     TableWrite,
+    TargetLock,
+    append_sql,
+    columns_sql,
     create_table_sql,
     delete_sql,
     history_view_sql,
@@ -28,10 +34,11 @@ from segflow.uris import redact_uri, with_secret_password
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-class PostgresStore(SqlReads):
+class PostgresStore(SqlReads, TargetLock):
     """A PostgreSQL schema: rows bulk-loaded with ADBC into staging tables (committed), then
     swapped in by one short transaction. The swap waits at most `lock_timeout_seconds` for readers
-    at a time and is retried, so a long-running reader delays the publication but never breaks it."""
+    at a time and is retried, so a long-running reader delays the publication but never breaks it.
+    Writers take turns on an advisory lock of the schema, waiting up to `wait_seconds`."""
 
     placeholder = "$1"
 
@@ -42,12 +49,15 @@ class PostgresStore(SqlReads):
         lock_timeout_seconds: float = 5,
         swap_attempts: int = 60,
         password_secret: str | None = None,
+        wait_seconds: float = 3600,
     ):
         self.uri = uri
         self.password_secret = password_secret
         self.schema = schema
         self.lock_timeout_seconds = lock_timeout_seconds
         self.swap_attempts = swap_attempts
+        self.wait_seconds = wait_seconds
+        self.target = postgres_target(uri, schema)
 
     def describe(self) -> str:
         return f"PostgreSQL {redact_uri(self.uri)} (schema {self.schema})"
@@ -68,11 +78,36 @@ class PostgresStore(SqlReads):
                 transient=isinstance(error, adbc_driver_manager.OperationalError),  # refused, restarting
             ) from error
 
+    @contextmanager
+    def _hold(self) -> Iterator[None]:
+        """A session advisory lock on its own connection, released when it closes (or the process
+        dies). Keyed by the schema alone: advisory locks are per database, so every spelling of
+        the URI (another host name for the server, say) meets the same lock."""
+        key = advisory_key(self.schema)
+        with self._connect() as connection, connection.cursor() as cursor:
+
+            def attempt() -> bool | None:
+                cursor.execute("SELECT pg_try_advisory_lock($1)", parameters=(key,))
+                locked = cursor.fetchone()[0]
+                connection.commit()  # the session lock outlives the transaction; stay out of one
+                return locked or None
+
+            wait_for(attempt, self.wait_seconds, f"another writer holds the lock of {self.describe()}")
+            try:
+                yield
+            finally:
+                with suppress(Exception):  # closing the connection releases it anyway
+                    cursor.execute("SELECT pg_advisory_unlock($1)", parameters=(key,))
+                    connection.commit()
+
     def read_state(self, as_of: date) -> StoredState:
+        # the current run first: a publication committed between the two reads then makes this
+        # run's swap refuse, rather than a stale snapshot pass for the newer run's
+        current = {self.target: self.current_run()}
         with self._connect() as connection, connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass($1)", parameters=(self._name("customer_segments"),))
             if cursor.fetchone()[0] is None:
-                return StoredState()
+                return StoredState(current_runs=current)
 
             def query(sql: str, parameters: tuple = ()) -> pd.DataFrame:
                 cursor.execute(sql, parameters=parameters or None)
@@ -90,6 +125,7 @@ class PostgresStore(SqlReads):
                     f"SELECT * FROM {self._name('segment_changes')} WHERE as_of = $1", (as_of,)
                 ),
                 holdouts=query(f"SELECT * FROM {self._name('segment_holdouts')}") if holdouts else None,
+                current_runs=current,
             )
 
     def _select(self, table: str, sql: str, parameters: tuple = ()) -> pd.DataFrame | None:
@@ -104,11 +140,12 @@ class PostgresStore(SqlReads):
     def publish(self, as_of: date, writes: list[TableWrite]) -> None:
         token = uuid.uuid4().hex[:10]
         staged = {write.name: f"_stage_{token}_{write.name}" for write in writes}
-        try:
-            self._stage(writes, staged)
-            self._swap_with_retries(as_of, writes, staged)
-        finally:
-            self._drop_tables(staged.values())
+        with self.writer_lock():
+            try:
+                self._stage(writes, staged)
+                self._swap_with_retries(as_of, writes, staged)
+            finally:
+                self._drop_tables(staged.values())
 
     def _stage(self, writes: list[TableWrite], staged: dict[str, str]) -> None:
         """Create and bulk-load one staging table per write; readers never look at them."""
@@ -173,7 +210,10 @@ class PostgresStore(SqlReads):
             cursor.execute(
                 delete_sql(target, write.replace, "$1"), parameters=(write.delete_parameter(as_of),)
             )
-            cursor.execute(f"INSERT INTO {target} SELECT * FROM {self._name(staging)}")
+            cursor.execute(columns_sql(("$1", "$2")), parameters=(self.schema, write.name))
+            present = {row[0] for row in cursor.fetchall()}
+            for statement in append_sql(target, self._name(staging), write.rows.schema, present, "postgres"):
+                cursor.execute(statement)
 
     def _drop_tables(self, names) -> None:
         """Drop what is left of the staging tables (the swapped-in ones are already renamed)."""
