@@ -36,6 +36,7 @@ from segflow.clustering.search import (
     within_bounds,
 )
 from segflow.config import ClusteringConfig, GateConfig
+from segflow.errors import SegflowError
 from segflow.tasks import cluster
 
 K_ALGORITHMS = ["kmeans", "kmedoids", "clarans", "birch", "agglomerative", "diana"]
@@ -629,3 +630,10 @@ def test_kmeans_refits_all_rows_from_the_sample_centres_with_mini_batches_when_l
     assert segmentation.params == {"k": 6, "estimator": "MiniBatchKMeans"}
     assert adjusted_rand_score(planted, segmentation.labels) >= 0.9
     assert np.array_equal(assign_segments(segmentation, features), segmentation.labels)
+
+
+def test_birch_with_fewer_subclusters_than_the_smallest_k_says_so():
+    # found by the property test: four rows make one CF subcluster, and no k of 2-3 can be cut
+    matrix = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(SegflowError, match="birch found no candidate with 2 to 3 segments in the 4 rows"):
+        fit_segmentation(matrix, ClusteringConfig(algorithm="birch", k=(2, 3)))

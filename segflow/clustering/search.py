@@ -246,6 +246,11 @@ def search(
     # slower k-means on a busy 2-core machine), so the search runs on one OpenMP thread.
     with threadpool_limits(limits=1, user_api="openmp"):
         fits = algorithm.fit(rows, keys, settings, config.seed)
+    if not fits:  # e.g. BIRCH summing a few rows into fewer subclusters than the smallest k
+        raise SegflowError(
+            f"{algorithm.name} found no candidate with {config.k[0]} to {config.k[1]} segments in the "
+            f"{len(rows)} rows of the fit sample"
+        )
     floor = config.min_dbcv if algorithm.measure == "dbcv" else config.min_silhouette
     candidates = []
     for key, fit in fits.items():
