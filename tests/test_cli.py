@@ -53,7 +53,8 @@ def test_demo_runs_end_to_end_and_a_rerun_keeps_one_row_per_customer(tmp_path):
     # time as users see it: each stage's seconds in the process, then the whole process's wall time
     timing = first.stdout.split("segflow: time (seconds):\n")[1].splitlines()
     seconds = {line[:30].strip(): float(line[30:]) for line in timing if line.startswith("  ")}
-    assert {"ingest", "quality", "features", "cluster", "profile", "publish"} <= set(seconds)
+    # (the clustering is missing when its result comes from Prefect's cache: same inputs, same code)
+    assert {"ingest", "quality", "features", "preprocess", "profile", "publish"} <= set(seconds)
     process = seconds.pop("whole process (wall)")
     assert 0 < sum(seconds.values()) < process
     root = tmp_path / "segflow_output"
