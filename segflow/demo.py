@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segflow import synthetic
+
 DEMO_SEED = 20260101
 DEMO_CUSTOMERS = 20_000
 DEMO_END = date(2026, 10, 31)
@@ -88,12 +90,7 @@ def demo_config(output_root: Path, data: dict[str, Path] | None = None) -> dict[
             "categorical": ["acquisition_channel"],
         },
         "preprocess": {"scaler": "standard"},
-        "publish": {
-            "parquet": str(output_root / "parquet"),
-            "warehouse": f"duckdb:///{output_root / 'warehouse.duckdb'}",
-            "schema": "segments",
-            "reports": str(output_root / "reports"),
-        },
+        "publish": synthetic.publish_targets(output_root),
     }
 
 
@@ -222,8 +219,6 @@ class Demo:
 def demos() -> dict[str, Demo]:
     """The planted demo (well-separated personas: the pipeline end to end) and the realistic ones
     (what real tables look like: most customers buy once, categories overlap)."""
-    from segflow import synthetic
-
     return {
         "planted": Demo(demo_config, lambda root: ensure_demo_data(root / "demo_data"), ".", None),
         "retail": Demo(
