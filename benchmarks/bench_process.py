@@ -31,18 +31,22 @@ from segflow.demo import demo_config, demo_data_paths
 TARGETS = {100_000: 10.0, 1_000_000: 30.0}  # issue 17: process wall time, seconds
 
 
-def run_process(command: list[str], environment: dict[str, str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GiB) and stdout of a child process run to its end."""
-    output, errors = cwd / "stdout.txt", cwd / "stderr.txt"
+def measured_run(command: list[str], environment: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (GiB) and exit code of a child process run to its end; its output is
+    left in `cwd`/stdout.txt and stderr.txt."""
     started = time.monotonic()
-    with output.open("w") as stdout, errors.open("w") as stderr:
+    with (cwd / "stdout.txt").open("w") as stdout, (cwd / "stderr.txt").open("w") as stderr:
         child = subprocess.Popen(command, cwd=cwd, env=environment, stdout=stdout, stderr=stderr)
         _, status, usage = os.wait4(child.pid, 0)  # reaps it with its resource usage
-    wall = time.monotonic() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{errors.read_text()[-3000:]}")
-    return wall, usage.ru_maxrss / 2**20, output.read_text()
+    return time.monotonic() - started, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status)
+
+
+def run_process(command: list[str], environment: dict[str, str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (GiB) and stdout of a child process that must succeed."""
+    wall, peak_rss_gb, exit_code = measured_run(command, environment, cwd)
+    if exit_code != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{(cwd / 'stderr.txt').read_text()[-3000:]}")
+    return wall, peak_rss_gb, (cwd / "stdout.txt").read_text()
 
 
 def stage_seconds(stdout: str) -> dict[str, float]:

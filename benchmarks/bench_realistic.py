@@ -20,13 +20,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import yaml
+from bench_process import measured_run
 
 SEGFLOW = str(Path(sys.executable).parent / "segflow")
 CDNOW_PACKAGE = "lifetimes==0.11.3"  # its wheel ships datasets/CDNOW_master.txt (Fader and Hardie)
@@ -36,22 +36,8 @@ RFM_MEDIANS = (("recency_days", "recency"), ("frequency", "orders"), ("monetary"
 
 def run_segflow(arguments: list[str], cwd: Path) -> dict:
     """Run `segflow` as its own process; its wall time, peak RSS and exit code."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    if os.environ.get("PREFECT_API_URL"):
-        environment["PREFECT_API_URL"] = os.environ["PREFECT_API_URL"]
-    started = time.perf_counter()
-    log = (cwd / "segflow.log").open("w")
-    child = subprocess.Popen(
-        [SEGFLOW, *arguments], cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=environment
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    log.close()
-    return {
-        "seconds": time.perf_counter() - started,
-        "peak_rss_gb": usage.ru_maxrss / 2**20,  # KiB on Linux
-        "exit_code": os.waitstatus_to_exitcode(status),
-        "log": cwd / "segflow.log",
-    }
+    seconds, peak_rss_gb, exit_code = measured_run([SEGFLOW, *arguments], dict(os.environ), cwd)
+    return {"seconds": seconds, "peak_rss_gb": peak_rss_gb, "exit_code": exit_code, "log": cwd / "stderr.txt"}
 
 
 def cdnow_csv(folder: Path) -> Path:
