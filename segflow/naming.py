@@ -264,7 +264,7 @@ def distinct_names(segments: list[dict[str, Any]]) -> dict[int, str]:
                 label = segment["label"]
                 if label in found:
                     names[label] += ", " + found[label]
-                elif len(found) < len(group) - 1 or not found:  # a lone rest keeps its name
+                elif len(group) - len(found) > 1:  # one left without a qualifier keeps its name
                     names[label] += f", {segment['share']:.2%} of customers"
     return names
 
