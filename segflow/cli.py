@@ -130,9 +130,9 @@ def demo_output(demo: str) -> Path:
 
 
 def demo_as_of(arguments: argparse.Namespace) -> date | None:
-    """The as-of date a demo runs at without --as-of: the day its data ends, where it has one."""
-    if arguments.config is not None or getattr(arguments, "as_of", None) is not None:
-        return getattr(arguments, "as_of", None)
+    """The run's as-of date: --as-of, else on a demo the day its data ends, where it has one."""
+    if arguments.config is not None or arguments.as_of is not None:
+        return arguments.as_of
     from segflow.demo import demos
 
     return demos()[arguments.demo].as_of
