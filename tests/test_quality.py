@@ -11,7 +11,7 @@ import pytest
 
 from segflow.config import SourceConfig, SourcesConfig, TransactionsSourceConfig
 from segflow.contracts.check import QualityReport, RuleOutcome, SourcesCheck
-from segflow.contracts.gx import to_expectation_suite
+from segflow.contracts.gx import key_hashes, to_expectation_suite
 from segflow.contracts.odcs import compile_contract, compile_contract_file, load_contract
 from segflow.errors import ConfigError, ContractViolation
 from tests.helpers import check_configured, check_file
@@ -628,3 +628,51 @@ def test_check_sources_without_contracts_checks_nothing():
     checked = check_configured({"customers": customers(2)}, config)
     assert checked.reports == {} and checked.blocking == [] and checked.message == ""
     assert len(checked.quarantine) == 0 and "column_name" in checked.quarantine
+
+
+def test_a_key_hash_is_equal_exactly_where_pandas_holds_the_keys_equal():
+    frame = pd.DataFrame(
+        {
+            "text": pd.array(["a", "a", "b", None, None, "a"], dtype="str"),
+            "number": [0.0, -0.0, 1.0, np.nan, np.nan, 2.0],
+            "mixed": pd.Series([1, 1.0, "1", None, np.nan, 1], dtype=object),
+            "when": pd.to_datetime(["2024-01-01"] * 5 + ["2024-01-02"]),
+        }
+    )
+    for columns in (["text"], ["number"], ["mixed"], ["text", "number", "mixed", "when"]):
+        hashes = key_hashes(frame, columns)
+        keys = frame[columns]
+        considered = keys.notna().any(axis=1).to_numpy()
+        # rows GX skips (every key column missing) have no hash, the others have one
+        assert hashes.isna().to_numpy().tolist() == (~considered).tolist()
+        hashed = hashes[considered].astype("int64").to_numpy()
+        same_key = keys[considered].duplicated(keep=False).to_numpy()
+        same_hash = pd.Series(hashed).duplicated(keep=False).to_numpy()
+        assert same_hash.tolist() == same_key.tolist(), columns
+
+
+def test_a_hash_collision_never_quarantines_a_row(monkeypatch):
+    """Every key hashes alike, as if all collided: GX flags every row, and only the true repeats of
+    an earlier row are counted and quarantined."""
+    import segflow.contracts.gx as gx
+
+    monkeypatch.setattr(
+        gx,
+        "key_hashes",
+        lambda frame, columns: pd.Series(pd.array([7] * len(frame), dtype="UInt64"), index=frame.index),
+    )
+    table = transactions(20)
+    table = pd.concat([table, table.iloc[[0, 5]]], ignore_index=True)
+    report = check_file(table, TRANSACTIONS, "transactions")
+    assert failed(report) == {
+        "order_id unique": ("order_id", "warning", 2),
+        "rows unique (failing rows <= 5%)": (None, "warning", 2),
+    }
+    assert quarantined(report, "order_id unique") == [20, 21]
+    pd.testing.assert_frame_equal(report.passed_rows, table.iloc[:20])
+    flagged_by_gx = [
+        result["result"]["unexpected_count"]
+        for result in report.validation_result["results"]
+        if result["expectation_config"]["meta"].get("key_columns")
+    ]
+    assert flagged_by_gx == [22, 22]  # GX saw the colliding hashes

@@ -11,7 +11,6 @@ import threading
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from segflow.contracts.rules import READ_CHECKED_TYPES, CompiledContract, CompiledRule, typed_column
 from segflow.errors import ConfigError
@@ -65,7 +64,8 @@ def to_expectation_suite(compiled: CompiledContract, rules: list[CompiledRule] |
 
     expectations = []
     for position, rule in enumerate(compiled.rules if rules is None else rules):
-        config = dict(rule.expectation, meta={**rule.expectation["meta"], "position": position})
+        expectation = gx_expectation(rule)
+        config = dict(expectation, meta={**expectation["meta"], "position": position})
         try:
             expectations.append(ExpectationConfiguration(**config).to_domain_obj())
         except ExpectationNotFoundError as exc:
@@ -98,55 +98,83 @@ def validate_with_gx(frame: pd.DataFrame, compiled: CompiledContract, rules: lis
 
 
 def validation_frame(table: pd.DataFrame, compiled: CompiledContract, present: list[str]) -> pd.DataFrame:
-    """The contract's columns as loaded, plus each typed column read as its logical type."""
+    """The contract's columns as loaded, plus each typed column read as its logical type and each
+    uniqueness rule's key hash."""
     frame = table[present].reset_index(drop=True)
     for column in present:
         logical_type = compiled.columns[column]
         if logical_type in READ_CHECKED_TYPES:
             frame[typed_column(column, logical_type)] = read_as(frame[column], logical_type)
-    hashed = {column for rule in compiled.rules if rule.measure == "repeats" for column in rule.columns}
-    for column in hashed & set(present):
-        if isinstance(frame[column].dtype, pd.StringDtype):  # Arrow-backed text, not mixed objects
-            equality_only = all(
-                rule.expectation["type"] in EQUALITY_RULES
-                for rule in compiled.rules
-                if column in rule.columns
-            )
-            frame[column] = _as_codes(frame[column]) if equality_only else _as_categories(frame[column])
+    for rule in compiled.rules:
+        if rule.measure == "repeats" and set(rule.columns) <= set(present):
+            columns = key_columns(rule)
+            if key_column(columns) not in frame:
+                frame[key_column(columns)] = key_hashes(frame, columns)
     return frame
 
 
-# rules that only ask whether values are missing or equal: they hold the same on dictionary codes
-EQUALITY_RULES = {
-    "expect_column_values_to_be_unique",
-    "expect_compound_columns_to_be_unique",
-    "expect_column_values_to_not_be_null",
-}
+def key_columns(rule: CompiledRule) -> list[str]:
+    """The validated columns a uniqueness rule compares."""
+    kwargs = rule.expectation["kwargs"]
+    return list(kwargs.get("column_list") or [kwargs["column"]])
 
 
-def _dictionary(values: pd.Series) -> pa.DictionaryArray:
-    text = pa.array(values, from_pandas=True)
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    return pc.dictionary_encode(text)
+def key_column(columns: list[str]) -> str:
+    return f"{' + '.join(columns)} (key hash)"
 
 
-def _as_codes(values: pd.Series) -> pd.Series:
-    """Text replaced by its dictionary code (nulls kept), for rules that only compare values. GX's
-    uniqueness rules call pandas' `duplicated`, which hashed 10M Arrow strings in 4.3 s per call;
-    on integer codes it takes 0.14 s, and no second copy of the text is held."""
-    codes = _dictionary(values).indices.cast(pa.int64())
+def gx_expectation(rule: CompiledRule) -> dict:
+    """The expectation GX validates for a rule. A uniqueness rule (single or compound) is checked as
+    the uniqueness of its key's 64-bit hash (`key_hashes`): GX's own check calls pandas `duplicated`
+    on the columns, which took 21 s on 12M rows of five columns and 9 s to prepare one text column;
+    on the hash it takes 3.4 s. Equal keys have equal hashes, so GX flags every repeat; `repeated_rows`
+    then compares the flagged rows' own values, so a hash collision never quarantines a row."""
+    if rule.measure != "repeats":
+        return rule.expectation
+    columns = key_columns(rule)
+    kwargs = {"column": key_column(columns)}
+    if "mostly" in rule.expectation["kwargs"]:
+        kwargs["mostly"] = rule.expectation["kwargs"]["mostly"]
+    return {
+        **rule.expectation,
+        "type": "expect_column_values_to_be_unique",
+        "kwargs": kwargs,
+        "meta": {**rule.expectation["meta"], "key_columns": columns},
+    }
+
+
+def key_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Each row's key over the columns as one 64-bit hash (DuckDB's `hash`), null where every column
+    is missing (GX skips such rows: a single column's nulls, a compound key's all-missing rows).
+    Values pandas holds equal hash equally: -0.0 is read as 0.0, NaN and None as null, and a column
+    of mixed Python objects by its pandas factorisation."""
+    import duckdb
+
+    arrays = {f"c{position}": _hashable(frame[column]) for position, column in enumerate(columns)}
+    missing = " and ".join(f"{name} is null" for name in arrays)
+    with duckdb.connect() as connection:
+        connection.register("keys", pa.table(arrays))
+        hashes = connection.sql(
+            f"select case when {missing} then null else hash({', '.join(arrays)}) end from keys"
+        ).to_arrow_table()
     return pd.Series(
-        pd.array(codes.to_pandas(types_mapper=pd.ArrowDtype).array, dtype="Int64"), index=values.index
+        pd.array(hashes.column(0).to_pandas(types_mapper=pd.ArrowDtype).array, dtype="UInt64"),
+        index=frame.index,
     )
 
 
-def _as_categories(values: pd.Series) -> pd.Series:
-    """Text as a categorical column (dictionary-encoded by Arrow), for rules that also read it."""
-    encoded = _dictionary(values)
-    categories = pd.Index(encoded.dictionary.to_pandas(), dtype=values.dtype)
-    codes = encoded.indices.fill_null(-1).to_numpy()
-    return pd.Series(pd.Categorical.from_codes(codes, categories=categories), index=values.index)
+def _hashable(values: pd.Series) -> pa.Array:
+    """A column as an Arrow array whose equal values pandas' `duplicated` also holds equal."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        values = values + 0.0  # -0.0 -> 0.0
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        return pa.array(codes, mask=codes < 0)
+    if values.dtype == object:
+        codes, _ = pd.factorize(values, use_na_sentinel=True)
+        return pa.array(codes, mask=codes < 0)
+    array = pa.array(values, from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def read_as(values: pd.Series, logical_type: str) -> pd.Series:
