@@ -645,7 +645,7 @@ def test_a_key_hash_is_equal_exactly_where_pandas_holds_the_keys_equal():
         considered = keys.notna().any(axis=1).to_numpy()
         # rows GX skips (every key column missing) have no hash, the others have one
         assert hashes.isna().to_numpy().tolist() == (~considered).tolist()
-        hashed = hashes[considered].astype("int64").to_numpy()
+        hashed = hashes[considered].to_numpy(dtype="uint64")
         same_key = keys[considered].duplicated(keep=False).to_numpy()
         same_hash = pd.Series(hashed).duplicated(keep=False).to_numpy()
         assert same_hash.tolist() == same_key.tolist(), columns

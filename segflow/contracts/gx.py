@@ -155,15 +155,16 @@ def key_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     with duckdb.connect() as connection:
         connection.register("keys", pa.table(arrays))
         hashes = connection.sql(
-            f"select case when {missing} then null else hash({', '.join(arrays)}) end from keys"
-        ).to_arrow_table()
+            f"select case when {missing} then null else hash({', '.join(arrays)}) end as hash from keys"
+        ).to_arrow_table()["hash"]
+    if hashes.null_count == 0:  # plain uint64: GX's `duplicated` on it is 15% faster than on UInt64
+        return pd.Series(hashes.to_numpy(), index=frame.index)
     return pd.Series(
-        pd.array(hashes.column(0).to_pandas(types_mapper=pd.ArrowDtype).array, dtype="UInt64"),
-        index=frame.index,
+        hashes.to_pandas(types_mapper={pa.uint64(): pd.UInt64Dtype()}.get).array, index=frame.index
     )
 
 
-def _hashable(values: pd.Series) -> pa.Array:
+def _hashable(values: pd.Series) -> pa.Array | pa.ChunkedArray:
     """A column as an Arrow array whose equal values pandas' `duplicated` also holds equal."""
     if pd.api.types.is_float_dtype(values.dtype):
         values = values + 0.0  # -0.0 -> 0.0
@@ -173,8 +174,7 @@ def _hashable(values: pd.Series) -> pa.Array:
     if values.dtype == object:
         codes, _ = pd.factorize(values, use_na_sentinel=True)
         return pa.array(codes, mask=codes < 0)
-    array = pa.array(values, from_pandas=True)
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    return pa.array(values, from_pandas=True)
 
 
 def read_as(values: pd.Series, logical_type: str) -> pd.Series:
