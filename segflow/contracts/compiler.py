@@ -42,6 +42,7 @@ from segflow.contracts.rules import (
     CompiledRule,
     Threshold,
     number_text,
+    readable_column,
     typed_column,
 )
 from segflow.errors import ConfigError
@@ -150,7 +151,7 @@ def property_rules(prop: dict, where: str) -> list[CompiledRule]:
                 (name,),
                 "critical",
                 "expect_column_values_to_not_be_null",
-                {"column": _values_column(prop), "row_condition": _not_null_condition(name)},
+                {"column": readable_column(name, logical_type)},
                 "failing_rows",
                 NO_FAILING_ROWS,
             )
@@ -516,8 +517,3 @@ def _values_column(prop: dict) -> str:
     if prop.get("logicalType") in READ_CHECKED_TYPES:
         return typed_column(prop["name"], prop["logicalType"])
     return prop["name"]
-
-
-def _not_null_condition(column: str) -> dict:
-    """GX row condition 'column is not null', serialised."""
-    return {"type": "nullity", "column": {"name": column}, "is_null": False}

@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from segflow.contracts.rules import READ_CHECKED_TYPES, CompiledContract, CompiledRule, typed_column
+from segflow.contracts.rules import (
+    READ_CHECKED_TYPES,
+    CompiledContract,
+    CompiledRule,
+    readable_column,
+    typed_column,
+)
 from segflow.errors import ConfigError
 
 # Failing row positions come back as GX's unexpected_index_list (the validated frame has a
@@ -104,7 +110,12 @@ def validation_frame(table: pd.DataFrame, compiled: CompiledContract, present: l
     for column in present:
         logical_type = compiled.columns[column]
         if logical_type in READ_CHECKED_TYPES:
-            frame[typed_column(column, logical_type)] = read_as(frame[column], logical_type)
+            typed = read_as(frame[column], logical_type)
+            frame[typed_column(column, logical_type)] = typed
+            # GX's row condition 'present' filtered every column of the frame per rule (2.7 s on
+            # 12M rows); this column asks the same of every row without one
+            readable = (frame[column].isna() | typed.notna()).to_numpy()
+            frame[readable_column(column, logical_type)] = np.where(readable, 1.0, np.nan)
     for rule in compiled.rules:
         if rule.measure == "repeats" and set(rule.columns) <= set(present):
             columns = key_columns(rule)

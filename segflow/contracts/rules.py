@@ -136,3 +136,9 @@ class CompiledContract:
 def typed_column(column: str, logical_type: str) -> str:
     """The validated column holding a column's values read as its logical type."""
     return f"{column} as {logical_type}"
+
+
+def readable_column(column: str, logical_type: str) -> str:
+    """The validated column that is null exactly where a value is present but cannot be read as its
+    logical type (the 'is <type>' rule's column)."""
+    return f"{column} readable as {logical_type}"
