@@ -29,6 +29,7 @@ from segflow.clustering.diana import diana
 from segflow.clustering.hierarchical import cut_linkage, weighted_ward
 from segflow.clustering.search import (
     Candidate,
+    SampleScorer,
     choose,
     choose_among_algorithms,
     merged_to,
@@ -216,6 +217,15 @@ def test_silhouette_matches_sklearn_with_noise_excluded():
     kept = labels >= 0
     expected = silhouette_score(rows[kept], labels[kept])
     assert silhouette_from_distances(distances, labels) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_score_sample_is_scored_as_sklearn_scores_it():
+    features, _ = customers()
+    rows = features[:2000]
+    labels = NearestCentre(rows[[0, 400, 900, 1500]])(rows)
+    scorer = SampleScorer(rows)
+    np.testing.assert_allclose(scorer.distances, squareform(pdist(rows)), atol=1e-5)
+    assert scorer.scores(labels)["silhouette"] == pytest.approx(silhouette_score(rows, labels), abs=1e-5)
 
 
 def option(
