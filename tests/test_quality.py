@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import segflow.contracts.gx as contracts_gx
 from segflow.config import SourceConfig, SourcesConfig, TransactionsSourceConfig
 from segflow.contracts.check import QualityReport, RuleOutcome, SourcesCheck
 from segflow.contracts.gx import key_hashes, to_expectation_suite
@@ -238,10 +239,25 @@ def test_a_duplicate_is_kept_when_the_first_occurrence_is_quarantined_for_anothe
     assert report.passed_rows.index.tolist() == [1, 2, 3]
 
 
-def test_duplicated_transaction_rows_are_quarantined_and_their_share_reported():
+@pytest.mark.parametrize("hashes", ["distinct", "all colliding"])
+def test_duplicated_transaction_rows_are_quarantined_and_their_share_reported(hashes, monkeypatch):
+    """Also when every key hashes alike, as if all collided: GX then flags every row, and only the
+    true repeats of an earlier row are counted and quarantined."""
+    if hashes == "all colliding":
+        monkeypatch.setattr(
+            contracts_gx,
+            "key_hashes",
+            lambda frame, columns: pd.Series(pd.array([7] * len(frame), dtype="UInt64"), index=frame.index),
+        )
     table = transactions(20)
     table = pd.concat([table, table.iloc[[0, 5]]], ignore_index=True)
     report = check_file(table, TRANSACTIONS, "transactions")
+    flagged_by_gx = [
+        result["result"]["unexpected_count"]
+        for result in report.validation_result["results"]
+        if result["expectation_config"]["meta"].get("key_columns")
+    ]
+    assert flagged_by_gx == ([4, 4] if hashes == "distinct" else [22, 22])
     assert failed(report) == {
         "order_id unique": ("order_id", "warning", 2),
         "rows unique (failing rows <= 5%)": (None, "warning", 2),
@@ -649,30 +665,3 @@ def test_a_key_hash_is_equal_exactly_where_pandas_holds_the_keys_equal():
         same_key = keys[considered].duplicated(keep=False).to_numpy()
         same_hash = pd.Series(hashed).duplicated(keep=False).to_numpy()
         assert same_hash.tolist() == same_key.tolist(), columns
-
-
-def test_a_hash_collision_never_quarantines_a_row(monkeypatch):
-    """Every key hashes alike, as if all collided: GX flags every row, and only the true repeats of
-    an earlier row are counted and quarantined."""
-    import segflow.contracts.gx as gx
-
-    monkeypatch.setattr(
-        gx,
-        "key_hashes",
-        lambda frame, columns: pd.Series(pd.array([7] * len(frame), dtype="UInt64"), index=frame.index),
-    )
-    table = transactions(20)
-    table = pd.concat([table, table.iloc[[0, 5]]], ignore_index=True)
-    report = check_file(table, TRANSACTIONS, "transactions")
-    assert failed(report) == {
-        "order_id unique": ("order_id", "warning", 2),
-        "rows unique (failing rows <= 5%)": (None, "warning", 2),
-    }
-    assert quarantined(report, "order_id unique") == [20, 21]
-    pd.testing.assert_frame_equal(report.passed_rows, table.iloc[:20])
-    flagged_by_gx = [
-        result["result"]["unexpected_count"]
-        for result in report.validation_result["results"]
-        if result["expectation_config"]["meta"].get("key_columns")
-    ]
-    assert flagged_by_gx == [22, 22]  # GX saw the colliding hashes
