@@ -653,9 +653,21 @@ def test_a_key_hash_is_equal_exactly_where_pandas_holds_the_keys_equal():
             "number": [0.0, -0.0, 1.0, np.nan, np.nan, 2.0],
             "mixed": pd.Series([1, 1.0, "1", None, np.nan, 1], dtype=object),
             "when": pd.to_datetime(["2024-01-01"] * 5 + ["2024-01-02"]),
+            "kind": pd.Categorical(["x", "x", None, "y", None, "x"]),
+            "month": pd.PeriodIndex(["2024-01", "2024-01", None, "2024-02", None, "2024-01"], freq="M"),
+            "count": pd.array([1, 1, None, 2, None, 1], dtype="Int64"),
         }
     )
-    for columns in (["text"], ["number"], ["mixed"], ["text", "number", "mixed", "when"]):
+    for columns in (
+        ["text"],
+        ["number"],
+        ["mixed"],
+        ["kind"],
+        ["month"],
+        ["count"],
+        ["text", "number", "mixed", "when"],
+        ["kind", "month", "count"],
+    ):
         hashes = key_hashes(frame, columns)
         keys = frame[columns]
         considered = keys.notna().any(axis=1).to_numpy()

@@ -176,16 +176,21 @@ def key_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 
 def _hashable(values: pd.Series) -> pa.Array | pa.ChunkedArray:
-    """A column as an Arrow array whose equal values pandas' `duplicated` also holds equal."""
-    if pd.api.types.is_float_dtype(values.dtype):
-        values = values + 0.0  # -0.0 -> 0.0
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        codes = values.cat.codes.to_numpy()
-        return pa.array(codes, mask=codes < 0)
-    if values.dtype == object:
-        codes, _ = pd.factorize(values, use_na_sentinel=True)
-        return pa.array(codes, mask=codes < 0)
-    return pa.array(values, from_pandas=True)
+    """A column as an Arrow array whose equal values pandas' `duplicated` also holds equal: numbers,
+    booleans, text and timestamps as they are (-0.0 read as 0.0), anything else (mixed Python
+    objects, categories, periods, ...) as its pandas factorisation."""
+    dtype = values.dtype
+    if pd.api.types.is_float_dtype(dtype):
+        return pa.array(values + 0.0, from_pandas=True)  # -0.0 -> 0.0, NaN -> null
+    if (
+        pd.api.types.is_integer_dtype(dtype)
+        or pd.api.types.is_bool_dtype(dtype)
+        or pd.api.types.is_datetime64_any_dtype(dtype)
+        or isinstance(dtype, pd.StringDtype)
+    ):
+        return pa.array(values, from_pandas=True)
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return pa.array(codes, mask=codes < 0)
 
 
 def read_as(values: pd.Series, logical_type: str) -> pd.Series:
