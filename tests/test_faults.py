@@ -17,13 +17,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import urllib.request
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,7 +52,6 @@ from segflow.tasks.ingest import (
 
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
 SEGFLOW = str(Path(sys.executable).parent / "segflow")
-PREFECT = str(Path(sys.executable).parent / "prefect")
 PG_CLUSTER = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main"]
 RUN_TIMEOUT = 300  # seconds; the machine is shared with benchmarks
 
@@ -110,52 +107,11 @@ BETWEEN_TARGETS_HOOK = "before:segflow.stores.parquet:ParquetStore:publish"
 PG_MID_LOAD_HOOK = "after:adbc_driver_manager.dbapi:Cursor:adbc_ingest"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def child_environment(tmp_path_factory) -> dict[str, str]:
-    """The environment of every `segflow run` here, pointing at one Prefect server for the module
-    (each workspace gives its runs a Prefect home of their own, for the results they cache)."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    environment.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
-        PYTHONUNBUFFERED="1",
-    )
-    port = free_port()
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                os.killpg(server.pid, signal.SIGKILL)
-                pytest.fail(f"the Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield {**environment, "PREFECT_API_URL": url}
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-    log.close()
+def child_environment(prefect_server) -> dict[str, str]:
+    """The environment of every `segflow run` here, pointing at the session's Prefect server (each
+    workspace gives its runs a Prefect home of their own, for the results they cache)."""
+    return {**prefect_server, "PYTHONUNBUFFERED": "1"}
 
 
 class Run:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,45 +23,13 @@ BIN = Path(sys.executable).parent
 DAY = date(2026, 11, 1)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """A real Prefect server in its own process and home folder, as in production."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    port = free_port()
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+def nightly_server(prefect_server) -> dict:
+    """The session's real Prefect server, as in production: its API and a child's environment."""
+    return {
+        "api": prefect_server["PREFECT_API_URL"],
+        "env": {**prefect_server, "PREFECT_LOGGING_LEVEL": "WARNING"},
     }
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        os.killpg(server.pid, signal.SIGKILL)
-        pytest.fail("prefect server did not start within 120 s")
-    yield {"api": api, "env": {**environment, "PREFECT_API_URL": api}}
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
 
 
 def write_config(folder: Path, warehouse: str, schema: str = "segments", n_customers: int = 900) -> Path:
@@ -124,11 +91,11 @@ def duckdb_rows(path: Path, sql: str) -> pd.DataFrame:
     raise AssertionError(f"{path} stayed locked")
 
 
-def test_serve_registers_the_nightly_schedule_and_a_triggered_run_publishes(prefect_server, tmp_path):
+def test_serve_registers_the_nightly_schedule_and_a_triggered_run_publishes(nightly_server, tmp_path):
     warehouse = tmp_path / "w.duckdb"
     config = write_config(tmp_path, f"duckdb:///{warehouse}")
     server = segflow(
-        prefect_server,
+        nightly_server,
         "serve",
         "--config",
         str(config),
@@ -141,7 +108,7 @@ def test_serve_registers_the_nightly_schedule_and_a_triggered_run_publishes(pref
         deployments = []
         deadline = time.time() + 120
         while time.time() < deadline and len(deployments) < 4:
-            response = httpx.post(f"{prefect_server['api']}/deployments/filter", json={}, timeout=10)
+            response = httpx.post(f"{nightly_server['api']}/deployments/filter", json={}, timeout=10)
             deployments = response.json()
             time.sleep(1)
         assert server.poll() is None, server.communicate()[1][-2000:]
@@ -165,7 +132,7 @@ def test_serve_registers_the_nightly_schedule_and_a_triggered_run_publishes(pref
                 "--watch-timeout",
                 "240",
             ],
-            env=prefect_server["env"],
+            env=nightly_server["env"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -184,14 +151,14 @@ def test_serve_registers_the_nightly_schedule_and_a_triggered_run_publishes(pref
                 *("-p", "as_of=2026-11-02", "-p", f'overrides={{"publish.warehouse": "duckdb:///{stolen}"}}'),
                 *("--watch", "--watch-timeout", "240"),
             ],
-            env=prefect_server["env"],
+            env=nightly_server["env"],
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert hostile.returncode != 0
         failed = httpx.post(
-            f"{prefect_server['api']}/flow_runs/filter",
+            f"{nightly_server['api']}/flow_runs/filter",
             json={"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}},
             timeout=10,
         ).json()
@@ -203,11 +170,11 @@ def test_serve_registers_the_nightly_schedule_and_a_triggered_run_publishes(pref
         server.wait(timeout=60)
 
 
-def test_two_runs_started_together_take_turns_and_match_a_single_run(prefect_server, tmp_path):
+def test_two_runs_started_together_take_turns_and_match_a_single_run(nightly_server, tmp_path):
     warehouse = tmp_path / "w.duckdb"
     config = write_config(tmp_path, f"duckdb:///{warehouse}")
     both = [
-        segflow(prefect_server, "run", "--config", str(config), "--as-of", "2026-11-01", cwd=tmp_path)
+        segflow(nightly_server, "run", "--config", str(config), "--as-of", "2026-11-01", cwd=tmp_path)
         for _ in range(2)
     ]
     for process in both:
@@ -224,7 +191,7 @@ def test_two_runs_started_together_take_turns_and_match_a_single_run(prefect_ser
     single.mkdir()
     single_config = write_config(single, f"duckdb:///{single / 'w.duckdb'}")
     code, output = finished(
-        segflow(prefect_server, "run", "--config", str(single_config), "--as-of", "2026-11-01", cwd=single)
+        segflow(nightly_server, "run", "--config", str(single_config), "--as-of", "2026-11-01", cwd=single)
     )
     assert code == 0, output[-3000:]
     query = "SELECT customer_id, segment_key, segment_name, segment_since FROM segments.customer_segments"
@@ -236,7 +203,7 @@ def test_two_runs_started_together_take_turns_and_match_a_single_run(prefect_ser
     history = subprocess.run(
         [str(BIN / "segflow"), "runs", "--config", str(config)],
         cwd=tmp_path,
-        env=prefect_server["env"],
+        env=nightly_server["env"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -248,7 +215,7 @@ def test_two_runs_started_together_take_turns_and_match_a_single_run(prefect_ser
 
 
 def test_backfill_killed_midway_resumes_without_redoing_published_dates(
-    prefect_server, tmp_path, pg_uri, pg_schema
+    nightly_server, tmp_path, pg_uri, pg_schema
 ):
     config = write_config(tmp_path, pg_uri, schema=pg_schema)
 
@@ -264,7 +231,7 @@ def test_backfill_killed_midway_resumes_without_redoing_published_dates(
         return [row[0] for row in rows]
 
     five_days = ["backfill", "--config", str(config), "--from", "2026-11-01", "--to", "2026-11-05"]
-    backfill = segflow(prefect_server, *five_days, cwd=tmp_path, start_new_session=True)
+    backfill = segflow(nightly_server, *five_days, cwd=tmp_path, start_new_session=True)
     deadline = time.time() + 240
     while len(published()) < 2 and time.time() < deadline and backfill.poll() is None:
         time.sleep(0.3)
@@ -273,7 +240,7 @@ def test_backfill_killed_midway_resumes_without_redoing_published_dates(
     done_before = published()
     assert 2 <= len(done_before) < 5, done_before
 
-    code, output = finished(segflow(prefect_server, *five_days, cwd=tmp_path))
+    code, output = finished(segflow(nightly_server, *five_days, cwd=tmp_path))
     assert code == 0, output[-3000:]
     assert published() == [date(2026, 11, day) for day in range(1, 6)]  # each date once, none redone
     assert (
