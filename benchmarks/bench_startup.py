@@ -177,6 +177,10 @@ def fresh_first_runs(runs: int, workspace: Path, environment: dict[str, str]) ->
         for home in homes.values():
             home.mkdir()
         fresh = {k: v for k, v in environment.items() if k != "PREFECT_API_URL"}
+        # Prefect's default 20 s for its temporary server to answer is too short for a fresh home's
+        # migrations on this machine: the minimal flow failed with "Timed out while attempting to
+        # connect to ephemeral Prefect API server". Both get the 120 s segflow sets for itself.
+        fresh["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
         minimal_seconds = wall_seconds(
             [sys.executable, str(minimal)], homes["minimal"], {**fresh, "PREFECT_HOME": str(homes["minimal"])}
         )
