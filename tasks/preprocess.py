@@ -81,11 +81,12 @@ def normalise_categories(values: pd.Series) -> pd.Series:
         .str.casefold()
     )
     normalised = text.mask(text.isna() | (text == ""), MISSING_CATEGORY).to_numpy(dtype=object)
-    return pd.Series(
-        np.where(codes < 0, MISSING_CATEGORY, normalised[np.maximum(codes, 0)] if len(normalised) else ""),
-        index=values.index,
-        dtype=object,
-    )
+    return pd.Series(by_code(codes, normalised, MISSING_CATEGORY), index=values.index, dtype=object)
+
+
+def by_code(codes: np.ndarray, values: np.ndarray, missing: object) -> np.ndarray:
+    """Each row's value from its `pd.factorize` code into `values`; `missing` where the code is -1."""
+    return np.where(codes < 0, missing, values[codes] if len(values) else missing)
 
 
 def one_hot(categories: pd.Series, name: str, kept: list[str]) -> pd.DataFrame:
@@ -264,7 +265,7 @@ def as_written(readable: pd.DataFrame, table: pd.DataFrame, categorical: list[st
         spelling = counts.drop_duplicates("value").set_index("value")["written"]
         shown = spellings["value"].map(spelling).fillna(spellings["value"]).to_numpy(dtype=object)
         missing = spelling.get(MISSING_CATEGORY, MISSING_CATEGORY)  # a missing value's spelling
-        written[column] = np.where(codes < 0, missing, shown[np.maximum(codes, 0)] if len(shown) else "")
+        written[column] = by_code(codes, shown, missing)
     return written
 
 
