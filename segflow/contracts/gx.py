@@ -157,8 +157,7 @@ def gx_expectation(rule: CompiledRule) -> dict:
 def key_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """Each row's key over the columns as one 64-bit hash (DuckDB's `hash`), null where every column
     is missing (GX skips such rows: a single column's nulls, a compound key's all-missing rows).
-    Values pandas holds equal hash equally: -0.0 is read as 0.0, NaN and None as null, and a column
-    of mixed Python objects by its pandas factorisation."""
+    Values pandas holds equal hash equally (`_hashable`)."""
     import duckdb
 
     arrays = {f"c{position}": _hashable(frame[column]) for position, column in enumerate(columns)}
