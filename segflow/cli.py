@@ -107,21 +107,20 @@ def data_docs_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def load_run_config(
-    config_path: Path | None, overrides: list[str], reads_data: bool = True, demo: str = "planted"
-) -> SegflowConfig:
-    """The validated config: the file's, or a demo's (generating its data once, for commands that
-    read it)."""
+def load_run_config(config_path: Path | None, overrides: list[str], demo: str = "planted") -> SegflowConfig:
+    """The validated config: the file's, or a demo's (its data is written by `write_demo_data`)."""
     if config_path is not None:
         return build_config(read_config_file(config_path), overrides)
     from segflow.demo import demos
 
-    chosen = demos()[demo]
-    root = demo_output(demo)
-    config = build_config(chosen.config(root), overrides)
-    if reads_data:
-        chosen.ensure_data(root)
-    return config
+    return build_config(demos()[demo].config(demo_output(demo)), overrides)
+
+
+def write_demo_data(demo: str) -> None:
+    """Generate a demo's data, once: later runs read what the first one wrote."""
+    from segflow.demo import demos
+
+    demos()[demo].ensure_data(demo_output(demo))
 
 
 def demo_output(demo: str) -> Path:
@@ -314,6 +313,7 @@ def serve_command(arguments: argparse.Namespace, config: SegflowConfig) -> int:
     return 0
 
 
+FLOW_COMMANDS = ("run", "score", "backfill")  # they run flows, so they need a Prefect server
 COMMANDS = {
     "run": run_command,
     "score": score_command,
@@ -328,9 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "data-docs":
         return data_docs_command(arguments)
     try:
-        config = load_run_config(
-            arguments.config, arguments.overrides, arguments.command != "runs", arguments.demo
-        )
+        config = load_run_config(arguments.config, arguments.overrides, arguments.demo)
     except ConfigError as error:
         print(f"segflow: {error}", file=sys.stderr)
         return error.exit_code
@@ -344,7 +342,37 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_REGISTER_BLOCKS_ON_START", "false")
     if "as_of" in arguments:
         arguments.as_of = demo_as_of(arguments)
-    return COMMANDS[arguments.command](arguments, config)
+    return get_ready(arguments, config) or COMMANDS[arguments.command](arguments, config)
+
+
+def get_ready(arguments: argparse.Namespace, config: SegflowConfig) -> int:
+    """Write a demo's data and, without a Prefect server, import what the run will use, both while
+    Prefect's temporary server starts (segflow/warm_start.py); then wait for it. Returns 1 if it
+    did not start, else 0."""
+    from segflow.warm_start import import_modules, modules_the_run_uses, start_temporary_server
+
+    server_ready = start_temporary_server() if arguments.command in FLOW_COMMANDS else None
+    if server_ready is not None:
+        print(
+            "segflow: no PREFECT_API_URL: starting Prefect's temporary server for this run "
+            "(a running server starts runs sooner)",
+            file=sys.stderr,
+        )
+    if arguments.config is None and arguments.command != "runs":
+        write_demo_data(arguments.demo)
+    if server_ready is None:
+        return 0
+    if arguments.command in ("run", "backfill"):
+        import_modules(modules_the_run_uses(config))
+    try:
+        server_ready()
+    except Exception as error:  # exit 1 with the cause on one line, as a failed run does
+        print(
+            f"segflow: Prefect's temporary server did not start: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 SEGFLOW = [str(Path(sys.executable).parent / "segflow")]  # the installed console script
 
@@ -50,6 +51,10 @@ def test_demo_runs_end_to_end_and_a_rerun_keeps_one_row_per_customer(tmp_path):
     first = segflow("run", "--as-of", "2026-11-01", cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "segflow: published" in first.stdout
+    # the temporary server segflow starts while it writes the data is the one the flow uses: Prefect
+    # starts no second one (it would say "Starting temporary server")
+    assert "starting Prefect's temporary server" in first.stderr
+    assert "Starting temporary server" not in first.stdout + first.stderr
     # time as users see it: each stage's seconds in the process, then the whole process's wall time
     timing = first.stdout.split("segflow: time (seconds):\n")[1].splitlines()
     seconds = {line[:30].strip(): float(line[30:]) for line in timing if line.startswith("  ")}
@@ -80,11 +85,11 @@ def test_demo_runs_end_to_end_and_a_rerun_keeps_one_row_per_customer(tmp_path):
 
 
 def test_a_realistic_demo_reads_and_writes_in_its_own_folder_at_the_day_its_data_ends(tmp_path, monkeypatch):
-    from segflow.cli import build_parser, demo_as_of, load_run_config
+    from segflow.cli import build_parser, demo_as_of, load_run_config, write_demo_data
     from segflow.synthetic import RETAIL_END
 
     monkeypatch.chdir(tmp_path)
-    retail = load_run_config(None, [], reads_data=False, demo="retail")
+    retail = load_run_config(None, [], demo="retail")
     root = tmp_path / "segflow_output" / "retail"
     assert retail.sources.transactions.uri == str(root / "retail_data" / "orders.parquet")
     assert retail.publish.warehouse == f"duckdb:///{root / 'warehouse.duckdb'}"
@@ -94,7 +99,7 @@ def test_a_realistic_demo_reads_and_writes_in_its_own_folder_at_the_day_its_data
         "first_order_category",
         "loyalty_member",
     ]
-    assert not root.exists()  # a command that reads no data generates none
+    assert not root.exists()  # the config alone generates no data
 
     parse = build_parser().parse_args
     assert demo_as_of(parse(["run", "--demo", "retail"])) == RETAIL_END
@@ -103,6 +108,21 @@ def test_a_realistic_demo_reads_and_writes_in_its_own_folder_at_the_day_its_data
     assert demo_as_of(parse(["run"])) is None  # the planted demo runs as of today, as before
 
     telecom = load_run_config(None, ["clustering.k=[4,6]"], demo="telecom")
+    write_demo_data("telecom")
     assert (tmp_path / "segflow_output" / "telecom" / "telecom_data" / "telco_customers.parquet").exists()
     assert telecom.features.numeric == ["tenure", "monthly_charges", "total_charges"]
     assert list(telecom.clustering.k) == [4, 6]
+
+
+def test_a_temporary_server_that_does_not_start_fails_the_run_in_one_line(tmp_path, small_demo, monkeypatch):
+    from segflow.demo import demo_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(demo_config(tmp_path / "out", small_demo)))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))  # a fresh home: migrations take seconds
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "1")
+    result = segflow("run", "--config", str(config), cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "segflow: Prefect's temporary server did not start: RuntimeError: Timed out" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()  # no run began, nothing was written

@@ -4,6 +4,7 @@ task beside a minimal Prefect flow is measured in benchmarks/bench_startup.py, n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -36,3 +37,42 @@ def test_importing_the_flow_and_the_command_line_loads_no_heavy_module():
         check=True,
     )
     assert json.loads(loaded.stdout) == [], "loaded at import, before a local run uses them"
+
+
+def test_what_a_run_imports_early_while_the_temporary_server_starts_is_what_the_run_imports(
+    tmp_path, small_demo, prefect_server
+):
+    """Without a Prefect server, segflow imports the run's modules while Prefect's temporary server
+    starts (segflow/warm_start.py). A run with a server imports each where it first needs it: the
+    early imports must be exactly those, so that they neither miss a module nor load one the run
+    never uses."""
+    import yaml
+
+    from segflow.config import build_config
+    from segflow.demo import demo_config
+    from segflow.warm_start import modules_the_run_uses
+
+    raw = demo_config(tmp_path, small_demo)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    watched = (*HEAVY, "jinja2")
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from segflow.cli import main; "
+            f"code = main(['run', '--config', {str(config_file)!r}, '--as-of', '2026-11-01']); "
+            f"print(json.dumps([code, [name for name in {watched!r} if name in sys.modules]]))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **prefect_server, "PREFECT_HOME": str(tmp_path / ".prefect")},
+        timeout=600,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    code, modules = json.loads(loaded.stdout.splitlines()[-1])
+    assert code == 0
+    early = {name.split(".")[0] for name in modules_the_run_uses(build_config(raw, []))}
+    assert early == set(modules)
+    assert {"great_expectations", "sklearn", "hdbscan", "matplotlib"} <= early
