@@ -135,7 +135,7 @@ def check_table(
         contract_path=contract.path,
         contract_version=contract.version,
         outcomes=outcomes,
-        passed_rows=table[kept],
+        passed_rows=table if kept.all() else table[kept],  # a copy of 12M rows takes 1.4 s
         quarantine=quarantine_frame(table, source, failures, contract.personal, row_numbers),
         validation_result=serialisable(result),
         rows_checked=row_count,
