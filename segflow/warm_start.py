@@ -17,8 +17,6 @@ from collections.abc import Callable
 
 from segflow.config import SegflowConfig
 
-DENSITY_ALGORITHMS = ("hdbscan", "dbscan", "optics")
-
 
 def start_temporary_server() -> Callable[[], None] | None:
     """Start Prefect's temporary server in the background when no server is configured (None when
@@ -53,13 +51,15 @@ def modules_the_run_uses(config: SegflowConfig) -> list[str]:
     """The modules a segmentation run of this config imports where it first needs them: Great
     Expectations for a contract, scikit-learn and SciPy for the clustering and its scores, hdbscan
     when a density method can run, matplotlib and jinja2 for the report."""
+    from segflow.clustering.registry import ALGORITHMS
+
     modules = []
     if any(source.contract is not None for _, source in config.sources.configured()):
         modules.append("great_expectations")
     modules += ["sklearn.cluster", "sklearn.metrics", "scipy.cluster.hierarchy", "scipy.spatial"]
     clustering = config.clustering
     competing = clustering.auto_candidates if clustering.algorithm == "auto" else (clustering.algorithm,)
-    if set(competing) & set(DENSITY_ALGORITHMS):
+    if any(ALGORITHMS[name].family == "density" for name in competing):
         modules.append("hdbscan")
     if config.publish.reports is not None:
         modules += ["matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2"]
