@@ -351,28 +351,33 @@ def get_ready(arguments: argparse.Namespace, config: SegflowConfig) -> int:
     did not start, else 0."""
     from segflow.warm_start import import_modules, modules_the_run_uses, start_temporary_server
 
-    server_ready = start_temporary_server() if arguments.command in FLOW_COMMANDS else None
-    if server_ready is not None:
+    server = start_temporary_server() if arguments.command in FLOW_COMMANDS else None
+    if server is not None:
         print(
             "segflow: no PREFECT_API_URL: starting Prefect's temporary server for this run "
             "(a running server starts runs sooner)",
             file=sys.stderr,
         )
-    if arguments.config is None and arguments.command != "runs":
-        write_demo_data(arguments.demo)
-    if server_ready is None:
-        return 0
-    if arguments.command in ("run", "backfill"):
-        import_modules(modules_the_run_uses(config))
     try:
-        server_ready()
-    except Exception as error:  # exit 1 with the cause on one line, as a failed run does
-        print(
-            f"segflow: Prefect's temporary server did not start: {type(error).__name__}: {error}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+        if arguments.config is None and arguments.command != "runs":
+            write_demo_data(arguments.demo)
+        if server is None:
+            return 0
+        if arguments.command in ("run", "backfill"):
+            import_modules(modules_the_run_uses(config))
+        failure = server.wait()
+    except BaseException:  # no run follows: its server stops with this process
+        if server is not None:
+            server.stop()
+        raise
+    if failure is None:
+        return 0
+    server.stop()
+    print(
+        f"segflow: Prefect's temporary server did not start: {type(failure).__name__}: {failure}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

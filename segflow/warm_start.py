@@ -13,38 +13,51 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
+import time
 
 from segflow.config import SegflowConfig
 
 
-def start_temporary_server() -> Callable[[], None] | None:
-    """Start Prefect's temporary server in the background when no server is configured (None when
-    one is); returns the wait for it to answer, which raises what starting it raised."""
-    from prefect.settings import PREFECT_API_URL
+class TemporaryServer:
+    """Prefect's temporary server, starting in a thread while this process gets the run ready."""
 
-    if PREFECT_API_URL.value():
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
+    def __init__(self) -> None:
+        from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()  # one per process: the flow's client takes this one
-    failures: list[BaseException] = []
+        self.server = SubprocessASGIServer()  # one per process: the flow's client takes this one
+        self.failures: list[BaseException] = []
+        self.starting = threading.Thread(target=self._start, name="prefect-temporary-server", daemon=True)
+        self.starting.start()
+        # the thread copies os.environ for the server's process; imports here may change it
+        while self.server.server_process is None and self.starting.is_alive():
+            time.sleep(0.01)
 
-    def start() -> None:
+    def _start(self) -> None:
         try:
-            server.start()
-        except BaseException as error:  # handed to the waiting thread
-            failures.append(error)
+            self.server.start()
+        except BaseException as error:  # handed to `wait`
+            self.failures.append(error)
 
-    starting = threading.Thread(target=start, name="prefect-temporary-server", daemon=True)
-    starting.start()
+    def wait(self) -> BaseException | None:
+        """Wait until the server answers; what starting it raised, if it failed."""
+        self.starting.join()
+        return self.failures[0] if self.failures else None
 
-    def wait() -> None:
-        starting.join()
-        if failures:
-            raise failures[0]
+    def stop(self) -> None:
+        """Stop the server (or its start) when no run will use it. Its thread then fails at its
+        next look at the stopped process, and ends."""
+        self.server.stop()
+        self.starting.join()
 
-    return wait
+
+def start_temporary_server() -> TemporaryServer | None:
+    """Start Prefect's temporary server in the background, unless a server is configured
+    (PREFECT_API_URL) or the temporary one is switched off, as Prefect's client decides."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    return TemporaryServer()
 
 
 def modules_the_run_uses(config: SegflowConfig) -> list[str]:

@@ -51,8 +51,9 @@ def test_demo_runs_end_to_end_and_a_rerun_keeps_one_row_per_customer(tmp_path):
     first = segflow("run", "--as-of", "2026-11-01", cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "segflow: published" in first.stdout
-    # the temporary server segflow starts while it writes the data is the one the flow uses: Prefect
-    # starts no second one (it would say "Starting temporary server")
+    # the temporary server segflow starts while it writes the data is the one the flow uses: a second
+    # one, started by Prefect's client in the flow, would be logged as "Starting temporary server"
+    # (segflow's own start logs that line before Prefect's logging is set up, so it is not shown)
     assert "starting Prefect's temporary server" in first.stderr
     assert "Starting temporary server" not in first.stdout + first.stderr
     # time as users see it: each stage's seconds in the process, then the whole process's wall time
@@ -126,3 +127,21 @@ def test_a_temporary_server_that_does_not_start_fails_the_run_in_one_line(tmp_pa
     assert "segflow: Prefect's temporary server did not start: RuntimeError: Timed out" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()  # no run began, nothing was written
+
+
+def test_a_run_that_fails_before_its_flow_starts_stops_the_temporary_server(tmp_path, monkeypatch):
+    import psutil
+
+    (tmp_path / "segflow_output").write_text("a file where the demo writes its folder")
+    home = str(tmp_path / ".prefect")
+    monkeypatch.setenv("PREFECT_HOME", home)
+    result = segflow("run", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert "starting Prefect's temporary server" in result.stderr
+    assert "segflow_output" in result.stderr  # the cause, an unexpected error with its traceback
+    servers = [
+        process.info["pid"]
+        for process in psutil.process_iter(["pid", "environ"])
+        if (process.info["environ"] or {}).get("PREFECT_HOME") == home
+    ]
+    assert servers == [], "the temporary server outlived the segflow process"
