@@ -25,7 +25,7 @@ class TemporaryServer:
         from prefect.server.api.server import SubprocessASGIServer
 
         self.server = SubprocessASGIServer()  # one per process: the flow's client takes this one
-        self.failures: list[BaseException] = []
+        self.failure: BaseException | None = None  # what starting it raised
         self.starting = threading.Thread(target=self._start, name="prefect-temporary-server", daemon=True)
         self.starting.start()
         # the thread copies os.environ for the server's process; imports here may change it
@@ -36,12 +36,12 @@ class TemporaryServer:
         try:
             self.server.start()
         except BaseException as error:  # handed to `wait`
-            self.failures.append(error)
+            self.failure = error
 
     def wait(self) -> BaseException | None:
         """Wait until the server answers; what starting it raised, if it failed."""
         self.starting.join()
-        return self.failures[0] if self.failures else None
+        return self.failure
 
     def stop(self) -> None:
         """Stop the server (or its start) when no run will use it. Its thread then fails at its
