@@ -76,3 +76,35 @@ def test_what_a_run_imports_early_while_the_temporary_server_starts_is_what_the_
     early = {name.split(".")[0] for name in modules_the_run_uses(build_config(raw, []))}
     assert early == set(modules)
     assert {"great_expectations", "sklearn", "hdbscan", "matplotlib"} <= early
+
+
+def test_the_segflow_command_freezes_what_outlives_a_full_collection_and_all_at_its_end():
+    """`segflow.cli.command` spares a run the garbage collector's passes over long-lived objects (0.5 s
+    of a 100,000-customer run) and the interpreter's last collection (1.2 s): what survives a full
+    collection is frozen, and everything once the command is done."""
+    probe = """
+import gc, json
+from segflow import cli
+
+seen = {}
+
+
+def main():
+    kept = [[] for _ in range(1000)]
+    gc.collect()
+    seen["after a full collection"] = gc.get_freeze_count()
+    seen["made after it"] = [[] for _ in range(1000)]
+    return 3 if kept else 0
+
+
+cli.main = main
+tracked_before = len(gc.get_objects())
+code = cli.command()
+tracked_after = len(gc.get_objects())  # the permanent generation is not among them
+print(json.dumps([code, seen["after a full collection"], tracked_before, tracked_after]))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    code, frozen_after_collection, tracked_before, tracked_after = json.loads(result.stdout)
+    assert code == 3
+    assert frozen_after_collection >= 1000
+    assert tracked_before > 10_000 and tracked_after < 100
