@@ -1,12 +1,18 @@
-"""The first minute: a local run imports only what it uses. How soon `segflow run` reaches its first
-task beside a minimal Prefect flow is measured in benchmarks/bench_startup.py, not timed here."""
+"""The first minute: a local run imports only what it uses, reaches its first task within a second of
+a minimal Prefect flow, and its process does not linger at exit. The numbers on a quiet machine are
+in benchmarks/RESULTS.md (benchmarks/bench_startup.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
 
 # modules a local run loads only when it uses them: at cluster time (scipy, sklearn), for a density
 # method (hdbscan), when the report renders (matplotlib), when a contract is checked (GX), in Dask
@@ -37,6 +43,70 @@ def test_importing_the_flow_and_the_command_line_loads_no_heavy_module():
         check=True,
     )
     assert json.loads(loaded.stdout) == [], "loaded at import, before a local run uses them"
+
+
+# the minimal flow's time to its first task on a quiet machine, server running (benchmarks/RESULTS.md)
+QUIET_MINIMAL_SECONDS = 1.06
+MARGIN_SECONDS = 1.0  # issue 17: segflow reaches its first task within 1 s of the minimal flow
+ROUNDS = 8
+
+
+def bench_startup():
+    """benchmarks/bench_startup.py, whose minimal flow and first-task reading this test shares."""
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_startup.py"
+    spec = importlib.util.spec_from_file_location("bench_startup", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_segflow_reaches_its_first_task_within_a_second_of_a_minimal_prefect_flow(
+    tmp_path, small_demo, prefect_server
+):
+    """Side by side against one Prefect server, alternating: seconds from starting the process to its
+    flow's first task run, for a one-task Prefect flow and for `segflow run` on the small demo. A
+    round holds when segflow's gap is within 1 s, scaled by how much slower than on a quiet machine
+    the minimal flow was in that round (the machine may be shared). After a warm-up round, up to eight
+    rounds: busy moments do not fail the test (with two busy loops on the two cores, 9 of 10 held), a
+    second of extra start-up fails every round (importing scikit-learn at start-up: gaps of 1.4-2.0 s
+    on a quiet machine). Quiet, the gap is 0.6-0.7 s."""
+    import yaml
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from segflow.demo import demo_config
+
+    bench = bench_startup()
+    minimal = tmp_path / "minimal_flow.py"
+    minimal.write_text(bench.MINIMAL_FLOW)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(demo_config(tmp_path / "out", small_demo)))
+    environment = {**os.environ, **prefect_server, "PREFECT_HOME": str(tmp_path / ".prefect")}
+    commands = {
+        "minimal-startup": [sys.executable, str(minimal)],
+        "segmentation": [str(Path(sys.executable).parent / "segflow"), "run", "--config", str(config)],
+    }
+
+    def time_to_first_task(flow_name: str) -> float:
+        started = time.time()
+        result = subprocess.run(
+            commands[flow_name], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+            return bench.first_task_start(flow_name, started) - started
+
+    rounds = []
+    for round_ in range(ROUNDS + 1):
+        minimal_seconds, segflow_seconds = map(time_to_first_task, commands)
+        allowed = MARGIN_SECONDS * max(1.0, minimal_seconds / QUIET_MINIMAL_SECONDS)
+        rounds.append((minimal_seconds, segflow_seconds, allowed))
+        if round_ and segflow_seconds - minimal_seconds <= allowed:
+            return
+    pytest.fail(
+        "segflow reached its first task more than the allowed seconds after the minimal flow in every "
+        "round (minimal, segflow, allowed gap; the first is the warm-up): "
+        + "; ".join(f"{m:.2f}, {s:.2f}, {a:.2f}" for m, s, a in rounds)
+    )
 
 
 def test_what_a_run_imports_early_while_the_temporary_server_starts_is_what_the_run_imports(
