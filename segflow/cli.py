@@ -384,21 +384,14 @@ def get_ready(arguments: argparse.Namespace, config: SegflowConfig) -> int:
 def command() -> int:
     """The `segflow` command: `main` in a process of its own, which ends when it returns.
 
-    A run builds about 450,000 long-lived objects (Prefect, Great Expectations, pandas, scikit-learn)
-    and little cyclic garbage. Every full garbage collection traversed them all to free a few dozen
-    objects (0.6-0.8 s a run at 100,000 customers), and the interpreter's collection at exit took
-    1.2 s more to free memory the OS takes back anyway (benchmarks/RESULTS.md). So the objects that
-    survive a full collection are frozen (`gc.freeze`: later collections skip them; reference
-    counting still frees them), and so is everything once `main` returns."""
-    gc.callbacks.append(_freeze_survivors)
+    A run leaves about 450,000 objects (Prefect, Great Expectations, pandas, scikit-learn) that the
+    interpreter's garbage collection at exit traversed for 1.2-1.5 s, to free memory the OS takes back
+    anyway (benchmarks/RESULTS.md). Frozen (`gc.freeze`), they are left to the OS. Nothing is frozen
+    while the run works: a frozen reference cycle is never freed, and Great Expectations' validator
+    holds the checked table in one, which a backfill of many nights would pile up."""
     code = main()
     gc.freeze()
     return code
-
-
-def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
-    if phase == "stop" and info["generation"] == 2:
-        gc.freeze()
 
 
 if __name__ == "__main__":
