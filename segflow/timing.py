@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -29,5 +30,12 @@ def timed(stage: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def process_seconds() -> float:
-    """Wall time since this process started (the interpreter's start and imports included)."""
-    return time.time() - psutil.Process().create_time()
+    """Wall time since this process started (the interpreter's start and imports included). On Linux
+    from the kernel's own clocks, in 10 ms steps: psutil's start time adds the boot time in whole
+    seconds, which put the printed wall time up to a second off."""
+    try:
+        with open("/proc/self/stat") as stat:  # the start time is field 22, after the ')' of field 2
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, IndexError, ValueError):  # no /proc or no boot-time clock
+        return time.time() - psutil.Process().create_time()

@@ -181,3 +181,23 @@ print(json.dumps([code, seen["frozen after a full collection"], tracked_before, 
     assert code == 3
     assert frozen_while_working == 0
     assert tracked_before > 10_000 and tracked_after < 100
+
+
+def test_the_whole_process_time_is_its_wall_time_as_started():
+    """The 'whole process (wall)' line: a process that sleeps half a second reports at least that and
+    no more than the wall time its parent saw (psutil's start time, with the boot time in whole
+    seconds, reported 0.4 s more here)."""
+    started = time.monotonic()
+    reported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(0.5); "
+            "from segflow.timing import process_seconds; print(process_seconds())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed = time.monotonic() - started
+    assert 0.5 <= float(reported.stdout) <= elapsed + 0.05  # the kernel counts in 10 ms ticks
