@@ -13,7 +13,7 @@ data, so that generating data is not part of its start.
 home each (Prefect's temporary server creates its database), the whole process's wall time of the
 minimal flow against `segflow run` on the embedded demo (which generates its data first).
 
-tests/test_startup.py holds the 1 s margin with this file's MINIMAL_FLOW and `first_task_start`.
+tests/test_startup.py holds the 1 s margin with this file's MINIMAL_FLOW and `time_to_first_task`.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def first_task_start(flow_name: str, started_after: float) -> float:
 def time_to_first_task(command: list[str], flow_name: str, cwd: Path, environment: dict[str, str]) -> float:
     """Seconds from starting the process to the start of its flow's first task run."""
     started = time.time()
-    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return first_task_start(flow_name, started) - started
