@@ -607,7 +607,8 @@ def test_validation_result_holds_severities_and_counts_but_no_row_values():
 
 def test_great_expectations_does_not_fingerprint_the_checked_table():
     """GX hashes every row of a batch under 1 GB for a fingerprint in its batch markers that segflow
-    never reads (0.8 s of a 100,000-customer run); segflow/contracts/gx.py turns it off."""
+    never reads (0.8 s of a 100,000-customer run's contract checks); segflow/contracts/gx.py turns it
+    off."""
     report = check_file(customers(3), CUSTOMERS, "customers")
     markers = report.validation_result["meta"]["batch_markers"]
     assert "ge_load_time" in markers and "pandas_data_fingerprint" not in markers

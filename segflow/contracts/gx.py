@@ -44,8 +44,10 @@ def gx_runtime():
     from great_expectations.execution_engine import pandas_execution_engine
 
     # GX fingerprints each batch under HASH_THRESHOLD bytes (1 GB) for its batch markers, an md5 of
-    # pandas' hash of every row, which segflow never reads: 0.8 s of a 100,000-customer run, 1.2 s of a
-    # 1M one (the customers and the published segments; 12M transactions are over the threshold).
+    # pandas' hash of every row, which segflow never reads: 0.8 s of the contract checks of a
+    # 100,000-customer run, 1.2 s of a 1M one (the customers and the published segments; 12M
+    # transactions are over the threshold). The 100k process was not measurably faster for it
+    # (benchmarks/RESULTS.md); it is work nobody reads.
     pandas_execution_engine.HASH_THRESHOLD = 0
 
     # Some GX modules set their own logger level, so each one is lowered, not only the root.
