@@ -33,7 +33,7 @@ from segflow.clustering.search import (
     choose,
     choose_among_algorithms,
     merged_to,
-    silhouette_from_distances,
+    silhouettes_from_distances,
     within_bounds,
 )
 from segflow.config import ClusteringConfig, GateConfig
@@ -208,15 +208,20 @@ def test_cut_linkage_gives_the_same_partitions_as_scipy():
         assert adjusted_rand_score(fcluster(merges, k, "maxclust"), labels) == 1.0
 
 
-def test_silhouette_matches_sklearn_with_noise_excluded():
+def test_silhouettes_of_several_labellings_match_sklearn_each_with_noise_excluded():
     features, _ = customers()
     rows = features[:1500]
-    labels = NearestCentre(rows[[0, 400, 900]])(rows)
-    labels[::17] = -1
+    with_noise = NearestCentre(rows[[0, 400, 900]])(rows)
+    with_noise[::17] = -1
+    five = NearestCentre(rows[[0, 300, 600, 900, 1200]])(rows)
+    first_rows = NearestCentre(rows[[0, 400]])(rows[:700])  # labels only the first 700 rows
     distances = squareform(pdist(rows)).astype(np.float32)
-    kept = labels >= 0
-    expected = silhouette_score(rows[kept], labels[kept])
-    assert silhouette_from_distances(distances, labels) == pytest.approx(expected, abs=1e-5)
+    labellings = [with_noise, five, first_rows]
+    expected = [
+        silhouette_score(rows[: len(labels)][labels >= 0], labels[labels >= 0]) for labels in labellings
+    ]
+    assert silhouettes_from_distances(distances, labellings) == pytest.approx(expected, abs=1e-5)
+    assert silhouettes_from_distances(distances, []) == []
 
 
 def test_the_score_sample_is_scored_as_sklearn_scores_it():

@@ -75,29 +75,37 @@ class SampleScorer:
         """Silhouette, Calinski-Harabasz and Davies-Bouldin on the non-noise rows (of the first
         len(labels) rows of the sample), DBCV when it is the measure; the validity (the measure's
         value) is None if there are fewer than 2 segments."""
+        return self.scores_of([labels], measure)[0]
+
+    def scores_of(self, labelings: list[np.ndarray], measure: str = "silhouette") -> list[dict]:
+        """`scores` of each labelling, their silhouettes from one pass over the distance matrix."""
         from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
-        n = len(labels)
-        rows, distances = (
-            (self.rows, self.distances) if n == len(self.rows) else (self.rows[:n], self.distances[:n, :n])
-        )
-        kept = labels >= 0
-        n_segments = len(np.unique(labels[kept]))
-        scores = {
-            "silhouette": None,
-            "calinski_harabasz": None,
-            "davies_bouldin": None,
-            "noise_share": float(1.0 - kept.mean()) if len(labels) else 0.0,
-            "measure": measure,
-        }
-        if 2 <= n_segments < kept.sum():
-            scores["silhouette"] = silhouette_from_distances(distances, labels)
-            scores["calinski_harabasz"] = float(calinski_harabasz_score(rows[kept], labels[kept]))
-            scores["davies_bouldin"] = float(davies_bouldin_score(rows[kept], labels[kept]))
-            if measure == "dbcv":
-                scores["dbcv"] = density_validity(rows[:DBCV_ROWS], labels[:DBCV_ROWS])
-        scores["validity"] = scores.get(measure)
-        return scores
+        results, silhouetted = [], []
+        for labels in labelings:
+            rows = self.rows[: len(labels)]
+            kept = labels >= 0
+            n_segments = len(np.unique(labels[kept]))
+            scores = {
+                "silhouette": None,
+                "calinski_harabasz": None,
+                "davies_bouldin": None,
+                "noise_share": float(1.0 - kept.mean()) if len(labels) else 0.0,
+                "measure": measure,
+            }
+            if 2 <= n_segments < kept.sum():
+                silhouetted.append(len(results))
+                scores["calinski_harabasz"] = float(calinski_harabasz_score(rows[kept], labels[kept]))
+                scores["davies_bouldin"] = float(davies_bouldin_score(rows[kept], labels[kept]))
+                if measure == "dbcv":
+                    scores["dbcv"] = density_validity(rows[:DBCV_ROWS], labels[:DBCV_ROWS])
+            results.append(scores)
+        silhouettes = silhouettes_from_distances(self.distances, [labelings[i] for i in silhouetted])
+        for position, silhouette in zip(silhouetted, silhouettes, strict=True):
+            results[position]["silhouette"] = silhouette
+        for scores in results:
+            scores["validity"] = scores.get(measure)
+        return results
 
 
 def density_validity(rows: np.ndarray, labels: np.ndarray) -> float | None:
@@ -110,31 +118,45 @@ def density_validity(rows: np.ndarray, labels: np.ndarray) -> float | None:
     return float(validity_index(np.ascontiguousarray(rows, dtype=np.float64), labels))
 
 
-def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette of the rows with label >= 0, as sklearn's silhouette_score defines it.
+def silhouettes_from_distances(distances: np.ndarray, labelings: list[np.ndarray]) -> list[float]:
+    """Mean silhouette of each labelling's rows with label >= 0, as sklearn's silhouette_score defines
+    it; a labelling of n rows labels the first n rows of the distance matrix.
 
-    One matrix product per labelling instead of sklearn's per-row reductions (~4x faster on a
-    10k-row sample, which matters when dozens of candidates are scored on the same rows).
+    Each row's summed distance to every segment of every labelling comes from one matrix product
+    (distances x the labellings' side-by-side membership columns), not sklearn's per-row reductions:
+    on a 10,000-row sample, one product for 24 labellings took 0.22 s against 1.27 s for one
+    product each, whose thin right-hand side leaves it bound by reading the 400 MB matrix.
     """
-    kept = np.flatnonzero(labels >= 0)
-    _, own = np.unique(labels[kept], return_inverse=True)
-    membership = np.zeros((len(labels), own.max() + 1), dtype=distances.dtype)
-    membership[kept, own] = 1.0
-    # without noise every row is kept: indexing would copy the whole matrix (400 MB at 10k rows)
-    kept_distances = distances if len(kept) == len(labels) else distances[kept]
-    sums = (kept_distances @ membership).astype(np.float64)
-    sizes = membership.sum(axis=0).astype(np.float64)
-    rows = np.arange(len(kept))
-    within = sums[rows, own] / np.maximum(sizes[own] - 1, 1)
-    between = sums / sizes
-    between[rows, own] = np.inf
-    nearest_other = between.min(axis=1)
-    denominator = np.maximum(within, nearest_other)
-    silhouette = np.divide(
-        nearest_other - within, denominator, out=np.zeros(len(kept)), where=denominator > 0
-    )
-    silhouette[sizes[own] == 1] = 0.0
-    return float(silhouette.mean())
+    if not labelings:
+        return []
+    memberships, own_segments, kept_rows = [], [], []
+    for labels in labelings:
+        kept = np.flatnonzero(labels >= 0)
+        _, own = np.unique(labels[kept], return_inverse=True)
+        membership = np.zeros((len(distances), own.max() + 1), dtype=distances.dtype)
+        membership[kept, own] = 1.0  # rows beyond the labelling's and noise rows belong to none
+        memberships.append(membership)
+        own_segments.append(own)
+        kept_rows.append(kept)
+    all_sums = distances @ np.hstack(memberships)
+    silhouettes, first_column = [], 0
+    for membership, own, kept in zip(memberships, own_segments, kept_rows, strict=True):
+        columns = slice(first_column, first_column + membership.shape[1])
+        first_column = columns.stop
+        sums = all_sums[kept, columns].astype(np.float64)
+        sizes = membership.sum(axis=0).astype(np.float64)
+        rows = np.arange(len(kept))
+        within = sums[rows, own] / np.maximum(sizes[own] - 1, 1)
+        between = sums / sizes
+        between[rows, own] = np.inf
+        nearest_other = between.min(axis=1)
+        denominator = np.maximum(within, nearest_other)
+        silhouette = np.divide(
+            nearest_other - within, denominator, out=np.zeros(len(kept)), where=denominator > 0
+        )
+        silhouette[sizes[own] == 1] = 0.0
+        silhouettes.append(float(silhouette.mean()))
+    return silhouettes
 
 
 def merged_to(fit: Fit, rows: np.ndarray, max_segments: int) -> Fit:
@@ -250,19 +272,21 @@ def search(
             f"{len(rows)} rows of the fit sample"
         )
     floor = config.min_dbcv if algorithm.measure == "dbcv" else config.min_silhouette
+    if algorithm.family != "map":  # the map's cells are named: never merged
+        fits = {key: merged_to(fit, rows, config.max_segments) for key, fit in fits.items()}
+    # a density candidate is scored on the rows it was fitted on: its rule (HDBSCAN's prediction
+    # data, ~1 s) is then built only for the chosen one
+    labelings = [
+        fit.labels[: samples.overlap]
+        if algorithm.family == "density"
+        else _score_sample_labels(fit, matrix, samples)
+        for fit in fits.values()
+    ]
     candidates = []
-    for key, fit in fits.items():
-        if algorithm.family != "map":  # the map's cells are named: never merged
-            fit = merged_to(fit, rows, config.max_segments)
-        # a density candidate is scored on the rows it was fitted on: its rule (HDBSCAN's prediction
-        # data, ~1 s) is then built only for the chosen one
-        labels = (
-            fit.labels[: samples.overlap]
-            if algorithm.family == "density"
-            else _score_sample_labels(fit, matrix, samples)
-        )
+    for (key, fit), labels, scores in zip(
+        fits.items(), labelings, scorer.scores_of(labelings, algorithm.measure), strict=True
+    ):
         sizes = _sizes(labels)
-        scores = scorer.scores(labels, algorithm.measure)
         # the map's cells are the fixed vocabulary: they are not held to the bounds
         within = algorithm.family == "map" or within_bounds(sizes, len(labels), scores["noise_share"], config)
         candidates.append(Candidate(algorithm, key, fit, scores, sizes, within, floor))
