@@ -7,6 +7,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from functools import cache
 from typing import get_args
 
@@ -29,10 +30,14 @@ from segflow.clustering.diana import diana
 from segflow.clustering.hierarchical import cut_linkage, weighted_ward
 from segflow.clustering.search import (
     Candidate,
+    Samples,
     SampleScorer,
+    Search,
     choose,
+    choose_algorithm,
     choose_among_algorithms,
     merged_to,
+    search,
     silhouettes_from_distances,
     within_bounds,
 )
@@ -335,6 +340,87 @@ def test_auto_judges_each_family_by_its_own_measure_and_prefers_the_simplest():
     assert choose_among_algorithms(noisy, ClusteringConfig()).algorithm.name == "kmeans"
     steadier = [option("kmeans", 0.60, stability=0.7), option("agglomerative", 0.60, stability=0.95)]
     assert choose_among_algorithms(steadier, ClusteringConfig()).algorithm.name == "agglomerative"
+
+
+def searched(name: str, options: list[tuple[float, int, float]], refitted: list[str]) -> Search:
+    """An algorithm's scored candidates (validity, k, the stability its refits would give), stability
+    not yet measured; each refit of a contender is recorded in `refitted`."""
+    stabilities = {key: stability for _, key, stability in options}
+    candidates = [
+        replace(option(name, validity, key), stability=None, stability_measured=False)
+        for validity, key, _ in options
+    ]
+
+    def stability_of(contenders: list[Candidate]) -> list[float]:
+        refitted.extend(f"{name} k={c.key}" for c in contenders)
+        return [stabilities[c.key] for c in contenders]
+
+    return Search(ALGORITHMS[name], candidates, stability_of)
+
+
+def every_algorithm_chosen(searches: list[Search], config: ClusteringConfig) -> Candidate:
+    return choose_among_algorithms([s.chosen(config) for s in searches], config)
+
+
+AUTO_CASES = {
+    # agglomerative is within 0.02 of kmeans; HDBSCAN's DBCV margin (0.20 - 0.2) is far below
+    "far off": [
+        ("kmeans", [(0.60, 4, 0.95), (0.55, 5, 0.9)]),
+        ("agglomerative", [(0.59, 4, 0.99), (0.50, 6, 0.9)]),
+        ("hdbscan", [(0.20, 5, 0.99)]),
+    ],
+    # the first contenders are all unstable: HDBSCAN, far below them, must be refitted and wins
+    "first contenders unstable": [
+        ("kmeans", [(0.60, 4, 0.3)]),
+        ("agglomerative", [(0.59, 4, 0.4)]),
+        ("hdbscan", [(0.30, 5, 0.99)]),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", AUTO_CASES)
+def test_auto_refits_only_algorithms_that_can_win_and_chooses_as_if_it_refitted_all(case):
+    config = ClusteringConfig(score_margin=0.02, min_stability=0.6)
+    refitted: list[str] = []
+    winner, choice, listed = choose_algorithm(
+        [searched(name, options, refitted) for name, options in AUTO_CASES[case]], config
+    )
+    everything = every_algorithm_chosen([searched(n, o, []) for n, o in AUTO_CASES[case]], config)
+    assert (winner.algorithm.name, winner.key) == (everything.algorithm.name, everything.key)
+    assert [c.algorithm.name for c in listed] == ["kmeans", "agglomerative", "hdbscan"]
+    if case == "far off":
+        assert not any(name.startswith("hdbscan") for name in refitted)
+        assert listed[2].stability is None and not listed[2].stability_measured
+        assert any("not in contention" in line and "hdbscan" in line for line in choice)
+        assert winner.algorithm.name == "agglomerative"  # as valid and more stable than kmeans
+    else:
+        assert "hdbscan k=5" in refitted and winner.algorithm.name == "hdbscan"
+        assert all(c.stability_measured for c in listed)
+
+
+@pytest.mark.parametrize("dataset", ["iris", "wine", "blobs"])
+def test_auto_chooses_on_real_data_what_refitting_every_algorithm_chooses(dataset):
+    features = {
+        "iris": lambda: load_iris(return_X_y=True)[0],
+        "wine": lambda: load_wine(return_X_y=True)[0],
+        "blobs": lambda: make_blobs(n_samples=[400, 300, 200, 60], n_features=4, random_state=3)[0],
+    }[dataset]()
+    matrix = StandardScaler().fit_transform(features)
+    config = ClusteringConfig()
+    samples = Samples.draw(len(matrix), config)
+    scorer = SampleScorer(matrix[samples.score_rows])
+
+    def searches() -> list[Search]:
+        return [search(ALGORITHMS[name], matrix, samples, scorer, config) for name in config.auto_candidates]
+
+    winner, _, listed = choose_algorithm(searches(), config)
+    everything = every_algorithm_chosen(searches(), config)
+    assert (winner.algorithm.name, winner.key, winner.validity) == (
+        everything.algorithm.name,
+        everything.key,
+        everything.validity,
+    )
+    assert [c.algorithm.name for c in listed] == list(config.auto_candidates)
 
 
 def test_density_clusters_beyond_max_segments_are_merged_by_weighted_ward():

@@ -21,6 +21,9 @@
   out and the next best compete. On skewed data silhouette alone peaks at the fewest segments;
   stability and the bounds keep the choice actionable. Every choice comes with the reasons it was
   made, for the report and `segmentation_runs.details`.
+- Auto. Each algorithm's chosen candidate competes as its candidates did. An algorithm whose best
+  margin is more than `score_margin` below a chosen one cannot be among the first contenders: its
+  stability is measured only if they all prove unstable (`choose_algorithm`).
 """
 
 from __future__ import annotations
@@ -245,6 +248,33 @@ def _params_text(params: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
+@dataclass
+class Search:
+    """An algorithm's candidates, fitted on the fit sample and scored; `stability_of` refits them."""
+
+    algorithm: Algorithm
+    candidates: list[Candidate]
+    stability_of: Callable[[list[Candidate]], list[float | None]]
+
+    @property
+    def best_margin(self) -> float:
+        """The best validity margin of its competing candidates: its choice cannot do better."""
+        return max((c.margin for c in competing(self.candidates)[0]), default=-np.inf)
+
+    def chosen(self, config: ClusteringConfig) -> Candidate:
+        """Its candidate, chosen as `choose` does (measuring the stability of its contenders)."""
+        chosen = choose(self.candidates, config, self.stability_of)
+        chosen.search = [candidate.search_row() for candidate in self.candidates]
+        return chosen
+
+    def unmeasured_best(self) -> Candidate:
+        """Its best-scoring competing candidate, stability not measured, to be listed next to the
+        winner."""
+        best = max(competing(self.candidates)[0], key=lambda c: c.margin)
+        best.search = [candidate.search_row() for candidate in self.candidates]
+        return best
+
+
 def search(
     algorithm: Algorithm,
     matrix: np.ndarray,
@@ -252,8 +282,8 @@ def search(
     scorer: SampleScorer,
     config: ClusteringConfig,
     rfm: RfmMap | None = None,
-) -> Candidate:
-    """Fit an algorithm's candidates on the fit sample, score them, and choose one."""
+) -> Search:
+    """Fit an algorithm's candidates on the fit sample and score them."""
     rows = matrix[samples.fit_rows]
     keys = algorithm.candidates(rows, config)
     if not keys:
@@ -294,9 +324,7 @@ def search(
     def stability_of(contenders: list[Candidate]) -> list[float | None]:
         return refit_stability(algorithm, rows, contenders, settings, config)
 
-    chosen = choose(candidates, config, stability_of)
-    chosen.search = [candidate.search_row() for candidate in candidates]
-    return chosen
+    return Search(algorithm, candidates, stability_of)
 
 
 def refit_stability(
@@ -357,6 +385,21 @@ def within_bounds(sizes: list[int], n_rows: int, noise_share: float, config: Clu
     )
 
 
+def competing(candidates: list[Candidate]) -> tuple[list[Candidate], list[str]]:
+    """The candidates that compete, and why others do not: the scored ones within the bounds and
+    reaching their validity minimum, or, where none does, the best there are."""
+    scored = [c for c in candidates if c.margin is not None]
+    within = [c for c in scored if c.within_bounds]
+    pool = within or scored
+    reasons = [] if within or not scored else ["no candidate was within the bounds; the best of all competed"]
+    valid = [c for c in pool if c.margin >= 0]
+    if valid:
+        pool = valid
+    elif pool:
+        reasons.append("no candidate reached its validity minimum; the best of them competed")
+    return pool, reasons
+
+
 def choose(
     candidates: list[Candidate],
     config: ClusteringConfig,
@@ -366,20 +409,12 @@ def choose(
     the best, the most stable, then the more segments, then the simpler algorithm. A candidate below
     its validity minimum competes only when none reaches it (the gate would refuse it). Its `reasons`
     say why it won."""
-    scored = [c for c in candidates if c.margin is not None]
-    if not scored:  # the gate will refuse it, saying how many segments it found
+    pool, reasons = competing(candidates)
+    if not pool:  # the gate will refuse it, saying how many segments it found
         winner = max(candidates, key=lambda c: c.n_segments)
         described = "; ".join(c.describe() for c in candidates)
         winner.reasons = [f"no candidate gave two or more segments: {described}"]
         return winner
-    within = [c for c in scored if c.within_bounds]
-    pool = within or scored
-    reasons = [] if within else ["no candidate was within the bounds; the best of all competed"]
-    valid = [c for c in pool if c.margin >= 0]
-    if valid:
-        pool = valid
-    else:
-        reasons.append("no candidate reached its validity minimum; the best of them competed")
     dropped: list[Candidate] = []
     while pool:
         best = max(c.margin for c in pool)
@@ -429,19 +464,64 @@ def _why(
     return reasons
 
 
-def choose_among_algorithms(candidates: list[Candidate], config: ClusteringConfig) -> Candidate:
-    """`auto`: the algorithms' chosen candidates compete as their own candidates did (their stability
-    is already measured); the winner's reasons also name how the others fell short."""
+def choose_algorithm(
+    searches: list[Search], config: ClusteringConfig
+) -> tuple[Candidate, list[str], list[Candidate]]:
+    """`auto`: each algorithm's chosen candidate competes as its own candidates did. Returns the
+    winner, why it won (its algorithm's reasons, then auto's), and each algorithm's candidate.
+
+    Stability refits are the search's dearest part (about half of it at 100,000 customers), so an
+    algorithm is chosen (its contenders refitted) only if it can be among auto's first contenders:
+    its best margin is within `score_margin` of the best chosen candidate that is within the bounds
+    and valid. The others are listed by their best candidate, stability not measured. Should every
+    first contender prove unstable, the others are chosen too and all compete again, so the winner
+    is the one choosing every algorithm would give.
+    """
+    chosen: dict[int, Candidate] = {}
+    bar = None  # the best margin of a chosen candidate within the bounds and valid
+    for position in sorted(range(len(searches)), key=lambda p: -searches[p].best_margin):
+        if bar is not None and searches[position].best_margin < bar - config.score_margin:
+            continue
+        candidate = chosen[position] = searches[position].chosen(config)
+        if candidate.within_bounds and candidate.margin is not None and candidate.margin >= 0:
+            bar = candidate.margin if bar is None else max(bar, candidate.margin)
+    own_reasons = {position: list(candidate.reasons) for position, candidate in chosen.items()}
+    in_order = [chosen[position] for position in sorted(chosen)]  # ties go to the earlier algorithm
+    winner = choose(in_order, config, lambda unmeasured: [c.stability for c in unmeasured])
+    stable = winner.stability is None or winner.stability >= config.min_stability
+    if len(chosen) < len(searches) and not (stable and winner.margin >= bar - config.score_margin):
+        for position, search in enumerate(searches):  # the first contenders were all unstable
+            if position not in chosen:
+                chosen[position] = search.chosen(config)
+                own_reasons[position] = list(chosen[position].reasons)
+    unmeasured = {p: search.unmeasured_best() for p, search in enumerate(searches) if p not in chosen}
+    in_order = [chosen[position] for position in sorted(chosen)]
+    winner = choose_among_algorithms(in_order, config, list(unmeasured.values()))
+    listed = [chosen.get(position) or unmeasured[position] for position in range(len(searches))]
+    position = next(p for p, candidate in chosen.items() if candidate is winner)
+    choice = [*own_reasons[position], *(f"auto: {reason}" for reason in winner.reasons[1:])]
+    return winner, choice, listed
+
+
+def choose_among_algorithms(
+    candidates: list[Candidate], config: ClusteringConfig, out_of_contention: list[Candidate] = ()
+) -> Candidate:
+    """The algorithms' chosen candidates compete as their own candidates did (their stability is
+    already measured); the winner's reasons also name how the others fell short, those out of
+    contention (`choose_algorithm`) said to be so."""
     winner = choose(candidates, config, lambda unmeasured: [c.stability for c in unmeasured])
+
+    def shortfall(candidate: Candidate) -> str:
+        if candidate.margin is None:
+            return candidate.describe()
+        return f"{candidate.describe()}, {candidate.scores['measure']} margin {candidate.margin:+.3f}"
+
     others = [c for c in candidates if c is not winner]
     if others:
+        winner.reasons.append("the other algorithms: " + "; ".join(shortfall(c) for c in others))
+    if out_of_contention:
         winner.reasons.append(
-            "the other algorithms: "
-            + "; ".join(
-                f"{c.describe()}, {c.scores['measure']} margin {c.margin:+.3f}"
-                if c.margin is not None
-                else c.describe()
-                for c in others
-            )
+            f"not in contention (best margin more than {config.score_margin:g} below the winner's; "
+            "stability not measured): " + "; ".join(shortfall(c) for c in out_of_contention)
         )
     return winner

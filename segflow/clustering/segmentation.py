@@ -24,7 +24,7 @@ import numpy as np
 
 from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, concrete, segment_centres
 from segflow.clustering.registry import ALGORITHMS, RFM_MAP_ALGORITHM, Algorithm
-from segflow.clustering.search import Candidate, Samples, SampleScorer, choose_among_algorithms, search
+from segflow.clustering.search import Candidate, Samples, SampleScorer, choose_algorithm, search
 from segflow.config import ClusteringConfig
 from segflow.rfm import RfmMap
 from segflow.tables import NOISE_LABEL
@@ -71,14 +71,12 @@ def fit_segmentation(
     scorer = SampleScorer(matrix[samples.score_rows])
     rfm = RfmMap.fit(matrix, rfm_positions) if rfm_positions is not None else None
     names = config.auto_candidates if config.algorithm == "auto" else (config.algorithm,)
-    candidates = [search(ALGORITHMS[name], matrix, samples, scorer, config, rfm) for name in names]
-    choice = list(candidates[0].reasons)
+    searches = [search(ALGORITHMS[name], matrix, samples, scorer, config, rfm) for name in names]
     if config.algorithm == "auto":
-        own_reasons = {id(candidate): list(candidate.reasons) for candidate in candidates}
-        winner = choose_among_algorithms(candidates, config)
-        choice = [*own_reasons[id(winner)], *(f"auto: {reason}" for reason in winner.reasons[1:])]
+        winner, choice, candidates = choose_algorithm(searches, config)
     else:
-        winner = candidates[0]
+        winner = searches[0].chosen(config)
+        choice, candidates = list(winner.reasons), [winner]
     baseline = _rfm_baseline(candidates, matrix, samples, scorer, config, rfm)
     compared = candidates if config.algorithm == "auto" or baseline is not None else []
     if baseline is not None and baseline not in compared:
@@ -103,7 +101,7 @@ def _rfm_baseline(
     for candidate in candidates:
         if candidate.algorithm.name == RFM_MAP_ALGORITHM:
             return candidate
-    return search(ALGORITHMS[RFM_MAP_ALGORITHM], matrix, samples, scorer, config, rfm)
+    return search(ALGORITHMS[RFM_MAP_ALGORITHM], matrix, samples, scorer, config, rfm).chosen(config)
 
 
 def assign_segments(segmentation: Segmentation, matrix: np.ndarray) -> np.ndarray:
