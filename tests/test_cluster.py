@@ -375,6 +375,12 @@ AUTO_CASES = {
         ("agglomerative", [(0.59, 4, 0.4)]),
         ("hdbscan", [(0.30, 5, 0.99)]),
     ],
+    # HDBSCAN found no two clusters: nothing to refit, it is listed as its search ends
+    "nothing scored": [
+        ("kmeans", [(0.60, 4, 0.95)]),
+        ("agglomerative", [(0.59, 4, 0.99)]),
+        ("hdbscan", [(None, 1, 0.99)]),
+    ],
 }
 
 
@@ -393,9 +399,12 @@ def test_auto_refits_only_algorithms_that_can_win_and_chooses_as_if_it_refitted_
         assert listed[2].stability is None and not listed[2].stability_measured
         assert any("not in contention" in line and "hdbscan" in line for line in choice)
         assert winner.algorithm.name == "agglomerative"  # as valid and more stable than kmeans
-    else:
+    elif case == "first contenders unstable":
         assert "hdbscan k=5" in refitted and winner.algorithm.name == "hdbscan"
         assert all(c.stability_measured for c in listed)
+    else:
+        assert listed[2].n_segments == 1 and "no candidate gave two or more segments" in listed[2].reasons[0]
+        assert not any(name.startswith("hdbscan") for name in refitted)
 
 
 @pytest.mark.parametrize("dataset", ["iris", "wine", "blobs"])

@@ -480,7 +480,8 @@ def choose_algorithm(
     chosen: dict[int, Candidate] = {}
     bar = None  # the best margin of a chosen candidate within the bounds and valid
     for position in sorted(range(len(searches)), key=lambda p: -searches[p].best_margin):
-        if bar is not None and searches[position].best_margin < bar - config.score_margin:
+        # one without a scored candidate is chosen as it is, without refits
+        if bar is not None and -np.inf < searches[position].best_margin < bar - config.score_margin:
             continue
         candidate = chosen[position] = searches[position].chosen(config)
         if candidate.within_bounds and candidate.margin is not None and candidate.margin >= 0:
