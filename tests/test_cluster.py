@@ -220,8 +220,10 @@ def test_silhouettes_of_several_labellings_match_sklearn_each_with_noise_exclude
     with_noise[::17] = -1
     five = NearestCentre(rows[[0, 300, 600, 900, 1200]])(rows)
     first_rows = NearestCentre(rows[[0, 400]])(rows[:700])  # labels only the first 700 rows
+    first_with_noise = NearestCentre(rows[[0, 300, 600]])(rows[:900])  # a density candidate's kind
+    first_with_noise[::11] = -1
     distances = squareform(pdist(rows)).astype(np.float32)
-    labellings = [with_noise, five, first_rows]
+    labellings = [with_noise, five, first_rows, first_with_noise]
     expected = [
         silhouette_score(rows[: len(labels)][labels >= 0], labels[labels >= 0]) for labels in labellings
     ]
@@ -375,6 +377,12 @@ AUTO_CASES = {
         ("agglomerative", [(0.59, 4, 0.4)]),
         ("hdbscan", [(0.30, 5, 0.99)]),
     ],
+    # kmeans is kept though unstable, agglomerative wins later, far below: HDBSCAN must compete too
+    "a later round": [
+        ("kmeans", [(0.60, 4, 0.3)]),
+        ("agglomerative", [(0.59, 4, 0.3), (0.35, 6, 0.9)]),
+        ("hdbscan", [(0.50, 5, 0.99)]),
+    ],
     # HDBSCAN found no two clusters: nothing to refit, it is listed as its search ends
     "nothing scored": [
         ("kmeans", [(0.60, 4, 0.95)]),
@@ -399,7 +407,7 @@ def test_auto_refits_only_algorithms_that_can_win_and_chooses_as_if_it_refitted_
         assert listed[2].stability is None and not listed[2].stability_measured
         assert any("not in contention" in line and "hdbscan" in line for line in choice)
         assert winner.algorithm.name == "agglomerative"  # as valid and more stable than kmeans
-    elif case == "first contenders unstable":
+    elif case in ("first contenders unstable", "a later round"):
         assert "hdbscan k=5" in refitted and winner.algorithm.name == "hdbscan"
         assert all(c.stability_measured for c in listed)
     else:

@@ -487,7 +487,7 @@ def choose_algorithm(
         if candidate.within_bounds and candidate.margin is not None and candidate.margin >= 0:
             bar = candidate.margin if bar is None else max(bar, candidate.margin)
     own_reasons = {position: list(candidate.reasons) for position, candidate in chosen.items()}
-    in_order = [chosen[position] for position in sorted(chosen)]  # ties go to the earlier algorithm
+    in_order = [chosen[position] for position in sorted(chosen)]  # in the configured order
     winner = choose(in_order, config, lambda unmeasured: [c.stability for c in unmeasured])
     stable = winner.stability is None or winner.stability >= config.min_stability
     if len(chosen) < len(searches) and not (stable and winner.margin >= bar - config.score_margin):
