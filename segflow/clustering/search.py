@@ -487,17 +487,16 @@ def choose_algorithm(
         if candidate.within_bounds and candidate.margin is not None and candidate.margin >= 0:
             bar = candidate.margin if bar is None else max(bar, candidate.margin)
     own_reasons = {position: list(candidate.reasons) for position, candidate in chosen.items()}
-    in_order = [chosen[position] for position in sorted(chosen)]  # in the configured order
-    winner = choose(in_order, config, lambda unmeasured: [c.stability for c in unmeasured])
-    stable = winner.stability is None or winner.stability >= config.min_stability
-    if len(chosen) < len(searches) and not (stable and winner.margin >= bar - config.score_margin):
-        for position, search in enumerate(searches):  # the first contenders were all unstable
-            if position not in chosen:
-                chosen[position] = search.chosen(config)
-                own_reasons[position] = list(chosen[position].reasons)
     unmeasured = {p: search.unmeasured_best() for p, search in enumerate(searches) if p not in chosen}
-    in_order = [chosen[position] for position in sorted(chosen)]
-    winner = choose_among_algorithms(in_order, config, list(unmeasured.values()))
+    # in the configured order, as refitting every algorithm would list them
+    winner = choose_among_algorithms([chosen[p] for p in sorted(chosen)], config, list(unmeasured.values()))
+    stable = winner.stability is None or winner.stability >= config.min_stability
+    if unmeasured and not (stable and winner.margin >= bar - config.score_margin):
+        for position in unmeasured:  # the first contenders gave no stable winner
+            chosen[position] = searches[position].chosen(config)
+            own_reasons[position] = list(chosen[position].reasons)
+        unmeasured = {}
+        winner = choose_among_algorithms([chosen[p] for p in sorted(chosen)], config)
     listed = [chosen.get(position) or unmeasured[position] for position in range(len(searches))]
     position = next(p for p, candidate in chosen.items() if candidate is winner)
     choice = [*own_reasons[position], *(f"auto: {reason}" for reason in winner.reasons[1:])]
