@@ -11,7 +11,7 @@ import pytest
 
 import segflow.contracts.gx as contracts_gx
 from segflow.config import SourceConfig, SourcesConfig, TransactionsSourceConfig
-from segflow.contracts.check import QualityReport, RuleOutcome, SourcesCheck
+from segflow.contracts.check import QualityReport, RuleOutcome, SourcesCheck, rows_where
 from segflow.contracts.gx import key_hashes, to_expectation_suite
 from segflow.contracts.odcs import compile_contract, compile_contract_file, load_contract
 from segflow.errors import ConfigError, ContractViolation
@@ -128,6 +128,29 @@ def test_a_single_customer_passes():
     report = check_file(customers(1), CUSTOMERS, "customers")
     assert failed(report) == {}
     assert len(report.passed_rows) == 1
+
+
+def test_the_passed_rows_are_the_rows_boolean_indexing_gives_for_every_kind_of_column():
+    n = 9
+    table = pd.DataFrame(
+        {
+            "text_arrow": pd.array([f"t{i}" if i % 4 else None for i in range(n)], dtype="string[pyarrow]"),
+            "text_python": pd.array([f"p{i}" if i % 3 else None for i in range(n)], dtype="string[python]"),
+            "text_default": pd.Series([f"d{i}" for i in range(n)]),
+            "mixed": pd.Series([1, "a", None, 2.5, b"x", {"k": 1}, [1], 3, "z"], dtype=object),
+            "category": pd.Categorical(["a", "b", None] * 3),
+            "nullable_int": pd.array([1, None, 3, 4, None, 6, 7, 8, 9], dtype="Int64"),
+            "arrow_int": pd.array([1, None, 3, 4, 5, 6, 7, 8, 9], dtype="int64[pyarrow]"),
+            "when": pd.date_range("2024-01-01", periods=n, freq="D", tz="Europe/Berlin"),
+            "flag": [True, False, None, True, False, True, None, True, False],
+            "number": np.linspace(0.0, 1.0, n),
+        },
+        index=pd.Index([10, 3, 7, 99, 5, 6, 1, 2, 0], name="row"),
+    )
+    # a repeated column name, as a table read from Arrow may have
+    table.insert(2, "number", np.arange(n), allow_duplicates=True)
+    for mask in (np.arange(n) % 2 == 0, np.zeros(n, dtype=bool), np.ones(n, dtype=bool)):
+        pd.testing.assert_frame_equal(rows_where(table, mask), table[mask])
 
 
 def test_columns_outside_the_contract_are_kept_but_not_checked():
