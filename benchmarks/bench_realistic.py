@@ -36,8 +36,13 @@ RFM_MEDIANS = (("recency_days", "recency"), ("frequency", "orders"), ("monetary"
 
 def run_segflow(arguments: list[str], cwd: Path) -> dict:
     """Run `segflow` as its own process; its wall time, peak RSS and exit code."""
-    seconds, peak_rss_gb, exit_code = measured_run([SEGFLOW, *arguments], dict(os.environ), cwd)
-    return {"seconds": seconds, "peak_rss_gb": peak_rss_gb, "exit_code": exit_code, "log": cwd / "stderr.txt"}
+    run = measured_run([SEGFLOW, *arguments], dict(os.environ), cwd)
+    return {
+        "seconds": run.wall_seconds,
+        "peak_rss_gb": run.peak_rss_gb,
+        "exit_code": run.exit_code,
+        "log": cwd / "stderr.txt",
+    }
 
 
 def cdnow_csv(folder: Path) -> Path:
