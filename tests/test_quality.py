@@ -149,8 +149,11 @@ def test_the_passed_rows_are_the_rows_boolean_indexing_gives_for_every_kind_of_c
     )
     # a repeated column name, as a table read from Arrow may have
     table.insert(2, "number", np.arange(n), allow_duplicates=True)
-    for mask in (np.arange(n) % 2 == 0, np.zeros(n, dtype=bool), np.ones(n, dtype=bool)):
-        pd.testing.assert_frame_equal(rows_where(table, mask), table[mask])
+    masks = (np.arange(n) % 2 == 0, np.arange(n) % 3 != 1, np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
+    for index in (table.index, pd.RangeIndex(n)):  # a range stays a range where table[mask] keeps it one
+        table.index = index
+        for mask in masks:
+            pd.testing.assert_frame_equal(rows_where(table, mask), table[mask], check_index_type=True)
 
 
 def test_columns_outside_the_contract_are_kept_but_not_checked():
