@@ -37,8 +37,9 @@ from segflow.clustering.search import (
     choose_algorithm,
     choose_among_algorithms,
     merged_to,
-    search,
-    silhouettes_from_distances,
+    searches,
+    silhouettes,
+    summed_distances,
     within_bounds,
 )
 from segflow.config import ClusteringConfig, GateConfig
@@ -222,22 +223,31 @@ def test_silhouettes_of_several_labellings_match_sklearn_each_with_noise_exclude
     first_rows = NearestCentre(rows[[0, 400]])(rows[:700])  # labels only the first 700 rows
     first_with_noise = NearestCentre(rows[[0, 300, 600]])(rows[:900])  # a density candidate's kind
     first_with_noise[::11] = -1
-    distances = squareform(pdist(rows)).astype(np.float32)
     labellings = [with_noise, five, first_rows, first_with_noise]
     expected = [
         silhouette_score(rows[: len(labels)][labels >= 0], labels[labels >= 0]) for labels in labellings
     ]
-    assert silhouettes_from_distances(distances, labellings) == pytest.approx(expected, abs=1e-5)
-    assert silhouettes_from_distances(distances, []) == []
+    assert silhouettes(rows, labellings) == pytest.approx(expected, abs=1e-9)
+    assert silhouettes(rows, []) == []
+
+
+def test_distances_are_summed_block_by_block_as_the_whole_matrix_sums_them():
+    rows = np.random.default_rng(5).normal(size=(1300, 6))  # blocks of 512, 512 and 276 rows
+    rows[7] = rows[3]  # a repeated row: its distance to its twin is 0
+    columns = np.random.default_rng(6).random((1300, 4))
+    expected = squareform(pdist(rows)) @ columns
+    np.testing.assert_allclose(summed_distances(rows, columns), expected, rtol=1e-10, atol=1e-8)
+    single = summed_distances(rows[:1], np.ones((1, 1)))  # one row: the distance to itself only
+    assert single.tolist() == [[0.0]]
 
 
 def test_the_score_sample_is_scored_as_sklearn_scores_it():
     features, _ = customers()
     rows = features[:2000]
     labels = NearestCentre(rows[[0, 400, 900, 1500]])(rows)
-    scorer = SampleScorer(rows)
-    np.testing.assert_allclose(scorer.distances, squareform(pdist(rows)), atol=1e-5)
-    assert scorer.scores(labels)["silhouette"] == pytest.approx(silhouette_score(rows, labels), abs=1e-5)
+    assert SampleScorer(rows).scores(labels)["silhouette"] == pytest.approx(
+        silhouette_score(rows, labels), abs=1e-9
+    )
 
 
 def option(
@@ -360,8 +370,8 @@ def searched(name: str, options: list[tuple[float, int, float]], refitted: list[
     return Search(ALGORITHMS[name], candidates, stability_of)
 
 
-def every_algorithm_chosen(searches: list[Search], config: ClusteringConfig) -> Candidate:
-    return choose_among_algorithms([s.chosen(config) for s in searches], config)
+def every_algorithm_chosen(searched: list[Search], config: ClusteringConfig) -> Candidate:
+    return choose_among_algorithms([s.chosen(config) for s in searched], config)
 
 
 AUTO_CASES = {
@@ -427,11 +437,9 @@ def test_auto_chooses_on_real_data_what_refitting_every_algorithm_chooses(datase
     samples = Samples.draw(len(matrix), config)
     scorer = SampleScorer(matrix[samples.score_rows])
 
-    def searches() -> list[Search]:
-        return [search(ALGORITHMS[name], matrix, samples, scorer, config) for name in config.auto_candidates]
-
-    winner, _, listed = choose_algorithm(searches(), config)
-    everything = every_algorithm_chosen(searches(), config)
+    algorithms = [ALGORITHMS[name] for name in config.auto_candidates]
+    winner, _, listed = choose_algorithm(searches(algorithms, matrix, samples, scorer, config), config)
+    everything = every_algorithm_chosen(searches(algorithms, matrix, samples, scorer, config), config)
     assert (winner.algorithm.name, winner.key, winner.validity) == (
         everything.algorithm.name,
         everything.key,

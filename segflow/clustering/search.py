@@ -3,7 +3,8 @@
 - Sampling. One seeded permutation of the rows gives two nested samples: the fit sample (the
   first `fit_sample_size` rows) and the score sample (the first `sample_size` rows). Every
   candidate is fitted on the fit sample and scored on the score sample, so candidates are compared
-  on the same rows; the sample's distance matrix is computed once.
+  on the same rows; every algorithm's candidates are scored together, in one pass over the sample's
+  distances.
 - Validity. Silhouette judges partitioning and hierarchical methods; DBCV (the density-based
   clustering validity index of Moulavi et al. 2014, `hdbscan.validity`) judges density methods,
   whose clusters may be any shape (silhouette punishes two moons found exactly). Each candidate's
@@ -44,6 +45,7 @@ from segflow.tables import NOISE_LABEL
 
 DBCV_ROWS = 1_000  # DBCV is quadratic in each cluster's size: 0.4 s on this many rows, 1.1 s on 2,000
 STABILITY_SHARE = 0.8  # each stability refit sees this share of the fit sample
+DISTANCE_BLOCK_ROWS = 512  # rows of distances held at once: 40 MB of float64 for a 10,000-row sample
 
 
 @dataclass(frozen=True)
@@ -64,28 +66,25 @@ class Samples:
 
 
 class SampleScorer:
-    """Scores labellings of the score sample; its distance matrix is computed once."""
+    """Scores labellings of the score sample. Their silhouettes need every pair's distance; those are
+    computed a block of rows at a time and never held whole (`summed_distances`)."""
 
     def __init__(self, rows: np.ndarray):
-        from sklearn.metrics.pairwise import euclidean_distances
-
         self.rows = rows
-        # float32 in, float32 out, computed in float64 blocks: 0.6 s for 10,000 rows (scipy's cdist
-        # in float64, then cast: 0.9-2.4 s), within 1e-6 of it
-        self.distances = euclidean_distances(np.asarray(rows, dtype=np.float32))
 
     def scores(self, labels: np.ndarray, measure: str = "silhouette") -> dict:
         """Silhouette, Calinski-Harabasz and Davies-Bouldin on the non-noise rows (of the first
         len(labels) rows of the sample), DBCV when it is the measure; the validity (the measure's
         value) is None if there are fewer than 2 segments."""
-        return self.scores_of([labels], measure)[0]
+        return self.scores_of([labels], [measure])[0]
 
-    def scores_of(self, labelings: list[np.ndarray], measure: str = "silhouette") -> list[dict]:
-        """`scores` of each labelling, their silhouettes from one pass over the distance matrix."""
+    def scores_of(self, labelings: list[np.ndarray], measures: list[str]) -> list[dict]:
+        """`scores` of each labelling under its measure, their silhouettes from one pass over the
+        sample's distances."""
         from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
         results, silhouetted = [], []
-        for labels in labelings:
+        for labels, measure in zip(labelings, measures, strict=True):
             rows = self.rows[: len(labels)]
             kept = labels >= 0
             n_segments = len(np.unique(labels[kept]))
@@ -103,11 +102,11 @@ class SampleScorer:
                 if measure == "dbcv":
                     scores["dbcv"] = density_validity(rows[:DBCV_ROWS], labels[:DBCV_ROWS])
             results.append(scores)
-        silhouettes = silhouettes_from_distances(self.distances, [labelings[i] for i in silhouetted])
-        for position, silhouette in zip(silhouetted, silhouettes, strict=True):
+        found = silhouettes(self.rows, [labelings[i] for i in silhouetted])
+        for position, silhouette in zip(silhouetted, found, strict=True):
             results[position]["silhouette"] = silhouette
         for scores in results:
-            scores["validity"] = scores.get(measure)
+            scores["validity"] = scores.get(scores["measure"])
         return results
 
 
@@ -121,14 +120,40 @@ def density_validity(rows: np.ndarray, labels: np.ndarray) -> float | None:
     return float(validity_index(np.ascontiguousarray(rows, dtype=np.float64), labels))
 
 
-def silhouettes_from_distances(distances: np.ndarray, labelings: list[np.ndarray]) -> list[float]:
-    """Mean silhouette of each labelling's rows with label >= 0, as sklearn's silhouette_score defines
-    it; a labelling of n rows labels the first n rows of the distance matrix.
+def summed_distances(rows: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """The Euclidean distance matrix of the rows times a matrix of columns (n x m), without holding
+    the n x n matrix: each block of DISTANCE_BLOCK_ROWS rows of distances is computed in float64
+    (|x|^2 + |y|^2 - 2 x.y, a row's distance to itself 0) and multiplied at once.
 
-    Each row's summed distance to every segment of every labelling comes from one matrix product
-    (distances x the labellings' side-by-side membership columns), not sklearn's per-row reductions:
-    on a 10,000-row sample, one product for 24 labellings took 0.22 s against 1.27 s for one
-    product each, whose thin right-hand side leaves it bound by reading the 400 MB matrix.
+    The whole float32 matrix of a 10,000-row sample was 400 MB, the largest block of a run under 1M
+    customers: computing it took 0.4-0.6 s warm, 1.2 s in a new process on fresh memory, against
+    0.5 s for a pass here (benchmarks/RESULTS.md); and a larger `sample_size` no longer costs its
+    square in memory."""
+    values = np.asarray(rows, dtype=np.float64)
+    squared = np.einsum("ij,ij->i", values, values)
+    columns = np.asarray(membership, dtype=np.float64)
+    sums = np.empty((len(values), columns.shape[1]))
+    buffer = np.empty((min(DISTANCE_BLOCK_ROWS, len(values)), len(values)))
+    for start in range(0, len(values), DISTANCE_BLOCK_ROWS):
+        stop = min(start + DISTANCE_BLOCK_ROWS, len(values))
+        block = np.matmul(values[start:stop], values.T, out=buffer[: stop - start])
+        block *= -2.0
+        block += squared[start:stop, None]
+        block += squared[None, :]
+        np.maximum(block, 0.0, out=block)  # rounding can leave a tiny negative square
+        np.sqrt(block, out=block)
+        block[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        np.matmul(block, columns, out=sums[start:stop])
+    return sums
+
+
+def silhouettes(rows: np.ndarray, labelings: list[np.ndarray]) -> list[float]:
+    """Mean silhouette of each labelling's rows with label >= 0, as sklearn's silhouette_score defines
+    it; a labelling of n labels labels the first n rows.
+
+    Each row's summed distance to every segment of every labelling comes from one pass over the
+    distances (`summed_distances` with the labellings' membership columns side by side), not
+    sklearn's per-row reductions: one pass for all of a run's candidates.
     """
     if not labelings:
         return []
@@ -136,30 +161,30 @@ def silhouettes_from_distances(distances: np.ndarray, labelings: list[np.ndarray
     for labels in labelings:
         kept = np.flatnonzero(labels >= 0)
         _, own = np.unique(labels[kept], return_inverse=True)
-        membership = np.zeros((len(distances), own.max() + 1), dtype=distances.dtype)
+        membership = np.zeros((len(rows), own.max() + 1))
         membership[kept, own] = 1.0  # rows beyond the labelling's and noise rows belong to none
         memberships.append(membership)
         own_segments.append(own)
         kept_rows.append(kept)
-    all_sums = distances @ np.hstack(memberships)
-    silhouettes, first_column = [], 0
+    all_sums = summed_distances(rows, np.hstack(memberships))
+    found, first_column = [], 0
     for membership, own, kept in zip(memberships, own_segments, kept_rows, strict=True):
         columns = slice(first_column, first_column + membership.shape[1])
         first_column = columns.stop
-        sums = all_sums[kept, columns].astype(np.float64)
-        sizes = membership.sum(axis=0).astype(np.float64)
-        rows = np.arange(len(kept))
-        within = sums[rows, own] / np.maximum(sizes[own] - 1, 1)
+        sums = all_sums[kept, columns]
+        sizes = membership.sum(axis=0)
+        positions = np.arange(len(kept))
+        within = sums[positions, own] / np.maximum(sizes[own] - 1, 1)
         between = sums / sizes
-        between[rows, own] = np.inf
+        between[positions, own] = np.inf
         nearest_other = between.min(axis=1)
         denominator = np.maximum(within, nearest_other)
         silhouette = np.divide(
             nearest_other - within, denominator, out=np.zeros(len(kept)), where=denominator > 0
         )
         silhouette[sizes[own] == 1] = 0.0
-        silhouettes.append(float(silhouette.mean()))
-    return silhouettes
+        found.append(float(silhouette.mean()))
+    return found
 
 
 def merged_to(fit: Fit, rows: np.ndarray, max_segments: int) -> Fit:
@@ -275,15 +300,25 @@ class Search:
         return best
 
 
-def search(
+@dataclass
+class Fitted:
+    """An algorithm's candidates fitted on the fit sample, and their labels on the score sample."""
+
+    algorithm: Algorithm
+    rows: np.ndarray  # the fit sample
+    settings: dict
+    fits: dict[Key, Fit]
+    labelings: list[np.ndarray]
+
+
+def fit_candidates(
     algorithm: Algorithm,
     matrix: np.ndarray,
     samples: Samples,
-    scorer: SampleScorer,
     config: ClusteringConfig,
     rfm: RfmMap | None = None,
-) -> Search:
-    """Fit an algorithm's candidates on the fit sample and score them."""
+) -> Fitted:
+    """Fit an algorithm's candidates on the fit sample and label the score sample with each."""
     rows = matrix[samples.fit_rows]
     keys = algorithm.candidates(rows, config)
     if not keys:
@@ -301,7 +336,6 @@ def search(
             f"{algorithm.name} found no candidate with {config.k[0]} to {config.k[1]} segments in the "
             f"{len(rows)} rows of the fit sample"
         )
-    floor = config.min_dbcv if algorithm.measure == "dbcv" else config.min_silhouette
     if algorithm.family != "map":  # the map's cells are named: never merged
         fits = {key: merged_to(fit, rows, config.max_segments) for key, fit in fits.items()}
     # a density candidate is scored on the rows it was fitted on: its rule (HDBSCAN's prediction
@@ -312,17 +346,38 @@ def search(
         else _score_sample_labels(fit, matrix, samples)
         for fit in fits.values()
     ]
+    return Fitted(algorithm, rows, settings, fits, labelings)
+
+
+def searches(
+    algorithms: list[Algorithm],
+    matrix: np.ndarray,
+    samples: Samples,
+    scorer: SampleScorer,
+    config: ClusteringConfig,
+    rfm: RfmMap | None = None,
+) -> list[Search]:
+    """Each algorithm's search: its candidates fitted, then every algorithm's candidates scored
+    together (one pass over the score sample's distances for all their silhouettes)."""
+    fitted = [fit_candidates(algorithm, matrix, samples, config, rfm) for algorithm in algorithms]
+    labelings = [labels for found in fitted for labels in found.labelings]
+    measures = [found.algorithm.measure for found in fitted for _ in found.labelings]
+    scores = iter(scorer.scores_of(labelings, measures))
+    return [_scored(found, [next(scores) for _ in found.labelings], config) for found in fitted]
+
+
+def _scored(fitted: Fitted, scores: list[dict], config: ClusteringConfig) -> Search:
+    algorithm = fitted.algorithm
+    floor = config.min_dbcv if algorithm.measure == "dbcv" else config.min_silhouette
     candidates = []
-    for (key, fit), labels, scores in zip(
-        fits.items(), labelings, scorer.scores_of(labelings, algorithm.measure), strict=True
-    ):
+    for (key, fit), labels, found in zip(fitted.fits.items(), fitted.labelings, scores, strict=True):
         sizes = _sizes(labels)
         # the map's cells are the fixed vocabulary: they are not held to the bounds
-        within = algorithm.family == "map" or within_bounds(sizes, len(labels), scores["noise_share"], config)
-        candidates.append(Candidate(algorithm, key, fit, scores, sizes, within, floor))
+        within = algorithm.family == "map" or within_bounds(sizes, len(labels), found["noise_share"], config)
+        candidates.append(Candidate(algorithm, key, fit, found, sizes, within, floor))
 
     def stability_of(contenders: list[Candidate]) -> list[float | None]:
-        return refit_stability(algorithm, rows, contenders, settings, config)
+        return refit_stability(algorithm, fitted.rows, contenders, fitted.settings, config)
 
     return Search(algorithm, candidates, stability_of)
 

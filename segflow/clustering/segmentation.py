@@ -24,7 +24,7 @@ import numpy as np
 
 from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, concrete, segment_centres
 from segflow.clustering.registry import ALGORITHMS, RFM_MAP_ALGORITHM, Algorithm
-from segflow.clustering.search import Candidate, Samples, SampleScorer, choose_algorithm, search
+from segflow.clustering.search import Candidate, Samples, SampleScorer, Search, choose_algorithm, searches
 from segflow.config import ClusteringConfig
 from segflow.rfm import RfmMap
 from segflow.tables import NOISE_LABEL
@@ -71,13 +71,16 @@ def fit_segmentation(
     scorer = SampleScorer(matrix[samples.score_rows])
     rfm = RfmMap.fit(matrix, rfm_positions) if rfm_positions is not None else None
     names = config.auto_candidates if config.algorithm == "auto" else (config.algorithm,)
-    searches = [search(ALGORITHMS[name], matrix, samples, scorer, config, rfm) for name in names]
+    # in a run with RFM features the map is the baseline, scored with the other candidates
+    baseline_names = (RFM_MAP_ALGORITHM,) if rfm is not None and RFM_MAP_ALGORITHM not in names else ()
+    algorithms = [ALGORITHMS[name] for name in (*names, *baseline_names)]
+    searched = searches(algorithms, matrix, samples, scorer, config, rfm)
     if config.algorithm == "auto":
-        winner, choice, candidates = choose_algorithm(searches, config)
+        winner, choice, candidates = choose_algorithm(searched[: len(names)], config)
     else:
-        winner = searches[0].chosen(config)
+        winner = searched[0].chosen(config)
         choice, candidates = list(winner.reasons), [winner]
-    baseline = _rfm_baseline(candidates, matrix, samples, scorer, config, rfm)
+    baseline = _rfm_baseline(candidates, searched[len(names) :], config, rfm)
     compared = candidates if config.algorithm == "auto" or baseline is not None else []
     if baseline is not None and baseline not in compared:
         compared = [*compared, baseline]
@@ -88,20 +91,16 @@ def fit_segmentation(
 
 
 def _rfm_baseline(
-    candidates: list[Candidate],
-    matrix: np.ndarray,
-    samples: Samples,
-    scorer: SampleScorer,
-    config: ClusteringConfig,
-    rfm: RfmMap | None,
+    candidates: list[Candidate], baseline: list[Search], config: ClusteringConfig, rfm: RfmMap | None
 ) -> Candidate | None:
-    """The RFM map's segmentation scored on the candidates' sample; None without RFM features."""
+    """The RFM map's segmentation scored on the candidates' sample: one of the candidates, or the
+    baseline search's choice; None without RFM features."""
     if rfm is None:
         return None
     for candidate in candidates:
         if candidate.algorithm.name == RFM_MAP_ALGORITHM:
             return candidate
-    return search(ALGORITHMS[RFM_MAP_ALGORITHM], matrix, samples, scorer, config, rfm).chosen(config)
+    return baseline[0].chosen(config) if baseline else None
 
 
 def assign_segments(segmentation: Segmentation, matrix: np.ndarray) -> np.ndarray:
