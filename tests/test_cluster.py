@@ -23,6 +23,7 @@ from sklearn.datasets import load_iris, load_wine, make_blobs, make_circles, mak
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+import segflow.clustering.search as search_module
 from segflow.clustering import ALGORITHMS, assign_segments, assignment, fit_segmentation
 from segflow.clustering.assignment import Fit, HdbscanApproximatePredict, NearestCentre
 from segflow.clustering.density import without_small_clusters
@@ -229,6 +230,16 @@ def test_silhouettes_of_several_labellings_match_sklearn_each_with_noise_exclude
     ]
     assert silhouettes(rows, labellings) == pytest.approx(expected, abs=1e-9)
     assert silhouettes(rows, []) == []
+
+
+def test_silhouettes_past_one_pass_of_columns_are_those_of_one_pass(monkeypatch):
+    features, _ = customers()
+    rows = features[:800]
+    labellings = [NearestCentre(rows[: 50 * k : 50])(rows) for k in (2, 3, 5, 8, 4)]
+    in_one_pass = silhouettes(rows, labellings)
+    monkeypatch.setattr(search_module, "SILHOUETTE_COLUMNS", 6)  # passes of (2, 3), (5), (8), (4) columns
+    assert silhouettes(rows, labellings) == pytest.approx(in_one_pass, abs=1e-12)
+    assert in_one_pass == pytest.approx([silhouette_score(rows, labels) for labels in labellings], abs=1e-9)
 
 
 def test_distances_are_summed_block_by_block_as_the_whole_matrix_sums_them():

@@ -138,6 +138,8 @@ def test_the_passed_rows_are_the_rows_boolean_indexing_gives_for_every_kind_of_c
             "text_python": pd.array([f"p{i}" if i % 3 else None for i in range(n)], dtype="string[python]"),
             "text_default": pd.Series([f"d{i}" for i in range(n)]),
             "mixed": pd.Series([1, "a", None, 2.5, b"x", {"k": 1}, [1], 3, "z"], dtype=object),
+            "object_text": pd.Series(["a", None, "c", "d", None, "f", "g", "h", "i"], dtype=object),
+            "object_dates": pd.Series([pd.Timestamp("2024-01-01")] * n, dtype=object),
             "category": pd.Categorical(["a", "b", None] * 3),
             "nullable_int": pd.array([1, None, 3, 4, None, 6, 7, 8, 9], dtype="Int64"),
             "arrow_int": pd.array([1, None, 3, 4, 5, 6, 7, 8, 9], dtype="int64[pyarrow]"),
@@ -149,11 +151,15 @@ def test_the_passed_rows_are_the_rows_boolean_indexing_gives_for_every_kind_of_c
     )
     # a repeated column name, as a table read from Arrow may have
     table.insert(2, "number", np.arange(n), allow_duplicates=True)
+    table.attrs["source"] = "customers"
     masks = (np.arange(n) % 2 == 0, np.arange(n) % 3 != 1, np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
     for index in (table.index, pd.RangeIndex(n)):  # a range stays a range where table[mask] keeps it one
         table.index = index
         for mask in masks:
-            pd.testing.assert_frame_equal(rows_where(table, mask), table[mask], check_index_type=True)
+            rows = rows_where(table, mask)
+            pd.testing.assert_frame_equal(rows, table[mask], check_index_type=True)
+            assert rows.attrs == table[mask].attrs
+            assert rows["object_text"].tolist() == table[mask]["object_text"].tolist()  # None stays None
 
 
 def test_columns_outside_the_contract_are_kept_but_not_checked():

@@ -45,7 +45,8 @@ from segflow.tables import NOISE_LABEL
 
 DBCV_ROWS = 1_000  # DBCV is quadratic in each cluster's size: 0.4 s on this many rows, 1.1 s on 2,000
 STABILITY_SHARE = 0.8  # each stability refit sees this share of the fit sample
-DISTANCE_BLOCK_ROWS = 512  # rows of distances held at once: 40 MB of float64 for a 10,000-row sample
+SILHOUETTE_BLOCK_ROWS = 512  # rows of distances held at once: 40 MB of float64 for a 10,000-row sample
+SILHOUETTE_COLUMNS = 1_024  # membership columns summed in one pass: 80 MB of float64 for 10,000 rows
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,15 @@ class SampleScorer:
         """Silhouette, Calinski-Harabasz and Davies-Bouldin on the non-noise rows (of the first
         len(labels) rows of the sample), DBCV when it is the measure; the validity (the measure's
         value) is None if there are fewer than 2 segments."""
-        return self.scores_of([labels], [measure])[0]
+        return self.scores_of([(labels, measure)])[0]
 
-    def scores_of(self, labelings: list[np.ndarray], measures: list[str]) -> list[dict]:
-        """`scores` of each labelling under its measure, their silhouettes from one pass over the
-        sample's distances."""
+    def scores_of(self, labelled: list[tuple[np.ndarray, str]]) -> list[dict]:
+        """`scores` of each (labelling, measure), their silhouettes from one pass over the sample's
+        distances."""
         from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
         results, silhouetted = [], []
-        for labels, measure in zip(labelings, measures, strict=True):
+        for labels, measure in labelled:
             rows = self.rows[: len(labels)]
             kept = labels >= 0
             n_segments = len(np.unique(labels[kept]))
@@ -102,8 +103,8 @@ class SampleScorer:
                 if measure == "dbcv":
                     scores["dbcv"] = density_validity(rows[:DBCV_ROWS], labels[:DBCV_ROWS])
             results.append(scores)
-        found = silhouettes(self.rows, [labelings[i] for i in silhouetted])
-        for position, silhouette in zip(silhouetted, found, strict=True):
+        means = silhouettes(self.rows, [labelled[i][0] for i in silhouetted])
+        for position, silhouette in zip(silhouetted, means, strict=True):
             results[position]["silhouette"] = silhouette
         for scores in results:
             scores["validity"] = scores.get(scores["measure"])
@@ -121,21 +122,17 @@ def density_validity(rows: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def summed_distances(rows: np.ndarray, membership: np.ndarray) -> np.ndarray:
-    """The Euclidean distance matrix of the rows times a matrix of columns (n x m), without holding
-    the n x n matrix: each block of DISTANCE_BLOCK_ROWS rows of distances is computed in float64
-    (|x|^2 + |y|^2 - 2 x.y, a row's distance to itself 0) and multiplied at once.
-
-    The whole float32 matrix of a 10,000-row sample was 400 MB, the largest block of a run under 1M
-    customers: computing it took 0.4-0.6 s warm, 1.2 s in a new process on fresh memory, against
-    0.5 s for a pass here (benchmarks/RESULTS.md); and a larger `sample_size` no longer costs its
-    square in memory."""
+    """The rows' Euclidean distance matrix times a matrix of columns (n x m), without holding the
+    n x n matrix: the distances are computed SILHOUETTE_BLOCK_ROWS rows at a time, in float64
+    (|x|^2 + |y|^2 - 2 x.y, a row's distance to itself 0), each block multiplied at once. The whole
+    matrix of a 10,000-row score sample would be 400 MB even as float32 (benchmarks/RESULTS.md)."""
     values = np.asarray(rows, dtype=np.float64)
     squared = np.einsum("ij,ij->i", values, values)
     columns = np.asarray(membership, dtype=np.float64)
     sums = np.empty((len(values), columns.shape[1]))
-    buffer = np.empty((min(DISTANCE_BLOCK_ROWS, len(values)), len(values)))
-    for start in range(0, len(values), DISTANCE_BLOCK_ROWS):
-        stop = min(start + DISTANCE_BLOCK_ROWS, len(values))
+    buffer = np.empty((min(SILHOUETTE_BLOCK_ROWS, len(values)), len(values)))
+    for start in range(0, len(values), SILHOUETTE_BLOCK_ROWS):
+        stop = min(start + SILHOUETTE_BLOCK_ROWS, len(values))
         block = np.matmul(values[start:stop], values.T, out=buffer[: stop - start])
         block *= -2.0
         block += squared[start:stop, None]
@@ -151,28 +148,40 @@ def silhouettes(rows: np.ndarray, labelings: list[np.ndarray]) -> list[float]:
     """Mean silhouette of each labelling's rows with label >= 0, as sklearn's silhouette_score defines
     it; a labelling of n labels labels the first n rows.
 
-    Each row's summed distance to every segment of every labelling comes from one pass over the
-    distances (`summed_distances` with the labellings' membership columns side by side), not
-    sklearn's per-row reductions: one pass for all of a run's candidates.
+    Each row's summed distance to every segment comes from `summed_distances` with the labellings'
+    membership columns side by side, not from sklearn's per-row reductions: one pass over the
+    distances for all of a run's candidates, more only past SILHOUETTE_COLUMNS segments in all.
     """
-    if not labelings:
-        return []
-    memberships, own_segments, kept_rows = [], [], []
-    for labels in labelings:
-        kept = np.flatnonzero(labels >= 0)
-        _, own = np.unique(labels[kept], return_inverse=True)
-        membership = np.zeros((len(rows), own.max() + 1))
-        membership[kept, own] = 1.0  # rows beyond the labelling's and noise rows belong to none
-        memberships.append(membership)
-        own_segments.append(own)
-        kept_rows.append(kept)
-    all_sums = summed_distances(rows, np.hstack(memberships))
-    found, first_column = [], 0
-    for membership, own, kept in zip(memberships, own_segments, kept_rows, strict=True):
-        columns = slice(first_column, first_column + membership.shape[1])
-        first_column = columns.stop
-        sums = all_sums[kept, columns]
-        sizes = membership.sum(axis=0)
+    means, batch, columns = [], [], 0
+    for segments in map(_segments, labelings):
+        if batch and columns + len(segments[2]) > SILHOUETTE_COLUMNS:
+            means += _silhouettes_in_one_pass(rows, batch)
+            batch, columns = [], 0
+        batch.append(segments)
+        columns += len(segments[2])
+    return means + (_silhouettes_in_one_pass(rows, batch) if batch else [])
+
+
+def _segments(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A labelling's scored rows (label >= 0), each one's segment as 0..m-1, and the segments' sizes."""
+    kept = np.flatnonzero(labels >= 0)
+    _, own, sizes = np.unique(labels[kept], return_inverse=True, return_counts=True)
+    return kept, own, sizes.astype(np.float64)
+
+
+def _silhouettes_in_one_pass(
+    rows: np.ndarray, segments: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> list[float]:
+    membership = np.zeros((len(rows), sum(len(sizes) for _, _, sizes in segments)))
+    first_column = 0
+    for kept, own, sizes in segments:
+        membership[kept, first_column + own] = 1.0  # rows beyond the labelling and noise: in none
+        first_column += len(sizes)
+    all_sums = summed_distances(rows, membership)
+    means, first_column = [], 0
+    for kept, own, sizes in segments:
+        sums = all_sums[kept, first_column : first_column + len(sizes)]
+        first_column += len(sizes)
         positions = np.arange(len(kept))
         within = sums[positions, own] / np.maximum(sizes[own] - 1, 1)
         between = sums / sizes
@@ -183,8 +192,8 @@ def silhouettes(rows: np.ndarray, labelings: list[np.ndarray]) -> list[float]:
             nearest_other - within, denominator, out=np.zeros(len(kept)), where=denominator > 0
         )
         silhouette[sizes[own] == 1] = 0.0
-        found.append(float(silhouette.mean()))
-    return found
+        means.append(float(silhouette.mean()))
+    return means
 
 
 def merged_to(fit: Fit, rows: np.ndarray, max_segments: int) -> Fit:
@@ -360,24 +369,24 @@ def searches(
     """Each algorithm's search: its candidates fitted, then every algorithm's candidates scored
     together (one pass over the score sample's distances for all their silhouettes)."""
     fitted = [fit_candidates(algorithm, matrix, samples, config, rfm) for algorithm in algorithms]
-    labelings = [labels for found in fitted for labels in found.labelings]
-    measures = [found.algorithm.measure for found in fitted for _ in found.labelings]
-    scores = iter(scorer.scores_of(labelings, measures))
-    return [_scored(found, [next(scores) for _ in found.labelings], config) for found in fitted]
+    labelled = [(labels, each.algorithm.measure) for each in fitted for labels in each.labelings]
+    scores = iter(scorer.scores_of(labelled))
+    return [_scored(each, [next(scores) for _ in each.labelings], config) for each in fitted]
 
 
 def _scored(fitted: Fitted, scores: list[dict], config: ClusteringConfig) -> Search:
     algorithm = fitted.algorithm
     floor = config.min_dbcv if algorithm.measure == "dbcv" else config.min_silhouette
     candidates = []
-    for (key, fit), labels, found in zip(fitted.fits.items(), fitted.labelings, scores, strict=True):
+    for (key, fit), labels, scored in zip(fitted.fits.items(), fitted.labelings, scores, strict=True):
         sizes = _sizes(labels)
         # the map's cells are the fixed vocabulary: they are not held to the bounds
-        within = algorithm.family == "map" or within_bounds(sizes, len(labels), found["noise_share"], config)
-        candidates.append(Candidate(algorithm, key, fit, found, sizes, within, floor))
+        within = algorithm.family == "map" or within_bounds(sizes, len(labels), scored["noise_share"], config)
+        candidates.append(Candidate(algorithm, key, fit, scored, sizes, within, floor))
+    rows, settings = fitted.rows, fitted.settings
 
     def stability_of(contenders: list[Candidate]) -> list[float | None]:
-        return refit_stability(algorithm, fitted.rows, contenders, fitted.settings, config)
+        return refit_stability(algorithm, rows, contenders, settings, config)
 
     return Search(algorithm, candidates, stability_of)
 

@@ -80,7 +80,7 @@ def fit_segmentation(
     else:
         winner = searched[0].chosen(config)
         choice, candidates = list(winner.reasons), [winner]
-    baseline = _rfm_baseline(candidates, searched[len(names) :], config, rfm)
+    baseline = _rfm_baseline(candidates, searched[len(names) :], config)
     compared = candidates if config.algorithm == "auto" or baseline is not None else []
     if baseline is not None and baseline not in compared:
         compared = [*compared, baseline]
@@ -91,12 +91,11 @@ def fit_segmentation(
 
 
 def _rfm_baseline(
-    candidates: list[Candidate], baseline: list[Search], config: ClusteringConfig, rfm: RfmMap | None
+    candidates: list[Candidate], baseline: list[Search], config: ClusteringConfig
 ) -> Candidate | None:
-    """The RFM map's segmentation scored on the candidates' sample: one of the candidates, or the
-    baseline search's choice; None without RFM features."""
-    if rfm is None:
-        return None
+    """The RFM map's segmentation scored on the candidates' sample: the map's candidate when it is
+    one, else the baseline search's choice (the map searched beside the configured algorithms, in
+    runs with RFM features); None without RFM features."""
     for candidate in candidates:
         if candidate.algorithm.name == RFM_MAP_ALGORITHM:
             return candidate
