@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from segflow.config import SourcesConfig
-from segflow.contracts.check import QualityReport, SourcesCheck, rule_outcome
+from segflow.contracts.check import QualityReport, SourcesCheck, rows_where, rule_outcome
 from segflow.contracts.gx import read_as
 from segflow.contracts.rules import READ_CHECKED_TYPES, CompiledContract, CompiledRule
 from segflow.dask import ROW
@@ -144,7 +144,7 @@ def with_repeats_across(report: QualityReport, table: pd.DataFrame, repeated: Re
     return replace(
         report,
         outcomes=outcomes,
-        passed_rows=report.passed_rows[~report.passed_rows.index.isin(rows)],
+        passed_rows=rows_where(report.passed_rows, ~report.passed_rows.index.isin(rows)),
         rows_passed=report.rows_passed - len(rows),
         quarantine=pd.concat([report.quarantine, found], ignore_index=True),
     )
@@ -159,5 +159,5 @@ def with_repeats_across_partitions(
         reports[found.source] = with_repeats_across(reports[found.source], sources[found.source], found)
     for name, report in reports.items():
         if report is not checked.reports[name]:
-            passed[name] = passed[name][passed[name].index.isin(report.passed_rows.index)]
+            passed[name] = rows_where(passed[name], passed[name].index.isin(report.passed_rows.index))
     return SourcesCheck(reports=reports, passed=passed, withheld=checked.withheld)
