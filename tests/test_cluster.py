@@ -37,9 +37,10 @@ from segflow.clustering.search import (
     choose,
     choose_algorithm,
     choose_among_algorithms,
+    distances_near,
     merged_to,
     searches,
-    silhouettes,
+    segment_distances,
     summed_distances,
     within_bounds,
 )
@@ -215,6 +216,27 @@ def test_cut_linkage_gives_the_same_partitions_as_scipy():
         assert adjusted_rand_score(fcluster(merges, k, "maxclust"), labels) == 1.0
 
 
+def test_agglomerative_ward_cuts_are_scipys_on_rows_with_many_ties():
+    # customer-like rows: a few recency levels, mostly one order, rounded spend, a flag
+    rng = np.random.default_rng(1)
+    columns = [
+        rng.integers(0, 30, 5000) / 10,
+        (rng.random(5000) < 0.7) + rng.integers(0, 3, 5000),
+        np.round(rng.lognormal(0, 1, 5000), 1),
+        rng.integers(0, 2, 5000),
+    ]
+    rows = StandardScaler().fit_transform(np.column_stack(columns))
+    assert len(np.unique(rows, axis=0)) < 0.8 * len(rows)
+    fits = ALGORITHMS["agglomerative"].fit(rows, list(range(2, 13)), {"linkage": "ward"}, 0)
+    scipy_merges = linkage(rows, "ward")
+    for k, fit in fits.items():
+        assert adjusted_rand_score(fcluster(scipy_merges, k, "maxclust"), fit.labels) == 1.0
+
+
+def silhouettes(rows, labellings):
+    return [distances.silhouette for distances in segment_distances(rows, labellings)]
+
+
 def test_silhouettes_of_several_labellings_match_sklearn_each_with_noise_excluded():
     features, _ = customers()
     rows = features[:1500]
@@ -240,6 +262,38 @@ def test_silhouettes_past_one_pass_of_columns_are_those_of_one_pass(monkeypatch)
     monkeypatch.setattr(search_module, "SILHOUETTE_COLUMNS", 6)  # passes of (2, 3), (5), (8), (4) columns
     assert silhouettes(rows, labellings) == pytest.approx(in_one_pass, abs=1e-12)
     assert in_one_pass == pytest.approx([silhouette_score(rows, labels) for labels in labellings], abs=1e-9)
+
+
+def test_distances_of_a_labelling_near_a_scored_one_are_those_a_pass_gives():
+    features, _ = customers()
+    rows = features[:1500]
+    rng = np.random.default_rng(8)
+    known_labels = NearestCentre(rows[[0, 300, 600, 900, 1200]])(rows)
+    known_labels[::23] = -1  # noise
+    [known] = segment_distances(rows, [known_labels])
+    renumbered = np.where(known_labels >= 0, (known_labels + 3) % 5 * 10, -1)  # other label values
+    moved = renumbered.copy()
+    changed = rng.choice(1500, 60, replace=False)
+    moved[changed[:40]] = rng.choice([0, 10, 20, 30, 40], 40)  # to another segment
+    moved[changed[40:50]] = -1  # to noise
+    moved[np.flatnonzero(known_labels < 0)[:10]] = 20  # out of noise
+    split = moved.copy()
+    split[np.flatnonzero(moved == 10)[:30]] = 77  # a segment the known labelling has not
+    merged = np.where(moved == 40, 30, moved)  # one segment fewer
+    shorter = moved[:1400]  # labels only the first 1400 rows
+    for labels in (renumbered, moved, split, merged, shorter):
+        near = distances_near(rows, known, labels)
+        [passed] = segment_distances(rows, [labels])
+        np.testing.assert_allclose(near.sums, passed.sums, rtol=1e-10, atol=1e-8)
+        kept = labels >= 0
+        expected = silhouette_score(rows[: len(labels)][kept], labels[kept])
+        assert near.silhouette == pytest.approx(expected, abs=1e-9)
+    far = NearestCentre(rows[[100, 500, 1000]])(rows)  # most rows in other segments
+    assert distances_near(rows, known, far) is None
+    scorer = SampleScorer(rows)
+    assert scorer.scores(far, near=known)["silhouette"] == pytest.approx(
+        silhouette_score(rows, far), abs=1e-9
+    )
 
 
 def test_distances_are_summed_block_by_block_as_the_whole_matrix_sums_them():
@@ -652,6 +706,12 @@ def test_sampling_is_recorded_when_rows_exceed_the_fit_sample(algorithm):
     segmentation = fit_segmentation(features, config)
     sampling = segmentation.sampling
     assert sampling["score_sample"] == 700 and sampling["seed"] == config.seed
+    # the published scores are those of the published labels on the score sample
+    scored = Samples.draw(len(features), config).score_rows
+    labels = segmentation.labels[scored]
+    assert segmentation.scores["silhouette"] == pytest.approx(
+        silhouette_score(features[scored][labels >= 0], labels[labels >= 0]), abs=1e-9
+    )
     if ALGORITHMS[algorithm].refit is None:
         assert sampling["fit_sample"] == 600 and sampling["assigned_by"]
         # what was scored in the search is what is published

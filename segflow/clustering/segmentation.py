@@ -177,7 +177,7 @@ def _finalise(
     else:
         exemplars = _nearest_members(matrix, labels, centers)
 
-    scores = scorer.scores(labels[samples.score_rows], algorithm.measure)
+    scores = scorer.scores(labels[samples.score_rows], algorithm.measure, near=candidate.distances)
     scores["noise_share"] = float((labels < 0).mean())
     scores["stability"] = candidate.stability
     dendrogram = None
