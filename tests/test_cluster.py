@@ -23,25 +23,22 @@ from sklearn.datasets import load_iris, load_wine, make_blobs, make_circles, mak
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-import segflow.clustering.search as search_module
+import segflow.clustering.scoring as scoring_module
 from segflow.clustering import ALGORITHMS, assign_segments, assignment, fit_segmentation
 from segflow.clustering.assignment import Fit, HdbscanApproximatePredict, NearestCentre
 from segflow.clustering.density import without_small_clusters
 from segflow.clustering.diana import diana
 from segflow.clustering.hierarchical import cut_linkage, weighted_ward
+from segflow.clustering.scoring import SampleScorer, distances_near, segment_distances, summed_distances
 from segflow.clustering.search import (
     Candidate,
     Samples,
-    SampleScorer,
     Search,
     choose,
     choose_algorithm,
     choose_among_algorithms,
-    distances_near,
     merged_to,
     searches,
-    segment_distances,
-    summed_distances,
     within_bounds,
 )
 from segflow.config import ClusteringConfig, GateConfig
@@ -259,7 +256,7 @@ def test_silhouettes_past_one_pass_of_columns_are_those_of_one_pass(monkeypatch)
     rows = features[:800]
     labellings = [NearestCentre(rows[: 50 * k : 50])(rows) for k in (2, 3, 5, 8, 4)]
     in_one_pass = silhouettes(rows, labellings)
-    monkeypatch.setattr(search_module, "SILHOUETTE_COLUMNS", 6)  # passes of (2, 3), (5), (8), (4) columns
+    monkeypatch.setattr(scoring_module, "SILHOUETTE_COLUMNS", 6)  # passes of (2, 3), (5), (8), (4) columns
     assert silhouettes(rows, labellings) == pytest.approx(in_one_pass, abs=1e-12)
     assert in_one_pass == pytest.approx([silhouette_score(rows, labels) for labels in labellings], abs=1e-9)
 

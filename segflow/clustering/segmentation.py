@@ -24,7 +24,8 @@ import numpy as np
 
 from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, concrete, segment_centres
 from segflow.clustering.registry import ALGORITHMS, RFM_MAP_ALGORITHM, Algorithm
-from segflow.clustering.search import Candidate, Samples, SampleScorer, Search, choose_algorithm, searches
+from segflow.clustering.scoring import SampleScorer
+from segflow.clustering.search import Candidate, Samples, Search, choose_algorithm, searches
 from segflow.config import ClusteringConfig
 from segflow.rfm import RfmMap
 from segflow.tables import NOISE_LABEL
