@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from segflow.allocator import keep_freed_memory
 from segflow.config import SegflowConfig, build_config, read_config_file
 from segflow.errors import ConfigError, SegflowError
 from segflow.timing import process_seconds
@@ -388,7 +389,9 @@ def command() -> int:
     interpreter's garbage collection at exit traversed for 1.2-1.5 s, to free memory the OS takes back
     anyway (benchmarks/RESULTS.md). Frozen (`gc.freeze`), they are left to the OS. Nothing is frozen
     while the run works: a frozen reference cycle is never freed, and Great Expectations' validator
-    holds the checked table in one, which a backfill of many nights would pile up."""
+    holds the checked table in one, which a backfill of many nights would pile up. The memory a stage
+    frees is kept for the next (`segflow.allocator`)."""
+    keep_freed_memory()
     code = main()
     gc.freeze()
     return code
