@@ -11,9 +11,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from segflow.allocator import keep_freed_memory
 from segflow.config import SegflowConfig, build_config, read_config_file
 from segflow.errors import ConfigError, SegflowError
+from segflow.process_memory import freeze_long_lived, own_the_process
 from segflow.timing import process_seconds
 
 DEMO_OUTPUT = Path("segflow_output")
@@ -141,6 +141,7 @@ def demo_as_of(arguments: argparse.Namespace) -> date | None:
 
 def run_flow(flow_call: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
     """Run a flow; on failure print what happened and return its exit code."""
+    freeze_long_lived()  # what the command imported and read lives to its end
     try:
         return 0, flow_call()
     except SegflowError as error:
@@ -388,10 +389,10 @@ def command() -> int:
     A run leaves about 450,000 objects (Prefect, Great Expectations, pandas, scikit-learn) that the
     interpreter's garbage collection at exit traversed for 1.2-1.5 s, to free memory the OS takes back
     anyway (benchmarks/RESULTS.md). Frozen (`gc.freeze`), they are left to the OS. Nothing is frozen
-    while the run works: a frozen reference cycle is never freed, and Great Expectations' validator
-    holds the checked table in one, which a backfill of many nights would pile up. The memory a stage
-    frees is kept for the next (`segflow.allocator`)."""
-    keep_freed_memory()
+    while the run works but what lives as long as the process (`segflow.process_memory`): a frozen
+    reference cycle is never freed, and Great Expectations' validator holds the checked table in one,
+    which a backfill of many nights would pile up. The memory a stage frees is kept for the next."""
+    own_the_process()
     code = main()
     gc.freeze()
     return code

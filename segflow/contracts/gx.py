@@ -20,6 +20,7 @@ from segflow.contracts.rules import (
     typed_column,
 )
 from segflow.errors import ConfigError
+from segflow.process_memory import freeze_long_lived
 
 # Failing row positions come back as GX's unexpected_index_list (the validated frame has a
 # RangeIndex, so index = position); values are left out: rows may hold personal data.
@@ -62,7 +63,9 @@ def gx_runtime():
     )
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     asset = context.data_sources.add_pandas("segflow").add_dataframe_asset("contract_table")
-    return gx, asset.add_batch_definition_whole_dataframe("whole_table")
+    batch_definition = asset.add_batch_definition_whole_dataframe("whole_table")
+    freeze_long_lived()  # GX's 200,000 objects live as long as the process
+    return gx, batch_definition
 
 
 def to_expectation_suite(compiled: CompiledContract, rules: list[CompiledRule] | None = None):
