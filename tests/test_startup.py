@@ -241,7 +241,11 @@ def main():
     table = pd.DataFrame({"customer_id": [f"c{i}" for i in range(100_000)], "spend": range(100_000)})
     freed = weakref.ref(table)
     frozen = gc.get_freeze_count()
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(phase) if phase == "start" else None)
     gx_runtime()
+    seen["collections during the GX import"] = len(collections)
+    seen["collector on after it"] = gc.isenabled()
     seen["frozen by the GX import"] = gc.get_freeze_count() - frozen
     del table  # alive, so frozen, when GX was imported: it goes with its last reference
     seen["table freed"] = freed() is None
@@ -257,8 +261,9 @@ print(json.dumps(seen))
 def test_only_the_segflow_command_freezes_what_lives_as_long_as_its_process():
     """Each full collection traversed the 400,000 objects of Prefect, Great Expectations, pandas and
     scikit-learn (0.7-0.8 s of a 100k run): the segflow command freezes what its flow starts with and
-    what Great Expectations' import made, and nothing in a program that runs a flow in its own
-    process. A table alive at the freeze is still freed with its last reference (no cycle holds it)."""
+    what Great Expectations' import made, which it makes without collections, and nothing in a program
+    that runs a flow in its own process. A table alive at the freeze is still freed with its last
+    reference (no cycle holds it)."""
     seen = {}
     for process in ("segflow", "plain python"):
         result = subprocess.run(
@@ -267,6 +272,9 @@ def test_only_the_segflow_command_freezes_what_lives_as_long_as_its_process():
         seen[process] = json.loads(result.stdout)
     assert seen["segflow"]["frozen as the flow starts"] > 10_000
     assert seen["segflow"]["frozen by the GX import"] > 100_000
+    assert seen["segflow"]["collections during the GX import"] == 0
+    assert seen["plain python"]["collections during the GX import"] > 10
+    assert seen["segflow"]["collector on after it"] and seen["plain python"]["collector on after it"]
     assert seen["plain python"]["frozen as the flow starts"] == 0
     assert seen["plain python"]["frozen by the GX import"] == 0
     assert seen["segflow"]["table freed"] and seen["plain python"]["table freed"]
