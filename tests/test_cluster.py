@@ -213,23 +213,6 @@ def test_cut_linkage_gives_the_same_partitions_as_scipy():
         assert adjusted_rand_score(fcluster(merges, k, "maxclust"), labels) == 1.0
 
 
-def test_agglomerative_ward_cuts_are_scipys_on_rows_with_many_ties():
-    # customer-like rows: a few recency levels, mostly one order, rounded spend, a flag
-    rng = np.random.default_rng(1)
-    columns = [
-        rng.integers(0, 30, 5000) / 10,
-        (rng.random(5000) < 0.7) + rng.integers(0, 3, 5000),
-        np.round(rng.lognormal(0, 1, 5000), 1),
-        rng.integers(0, 2, 5000),
-    ]
-    rows = StandardScaler().fit_transform(np.column_stack(columns))
-    assert len(np.unique(rows, axis=0)) < 0.8 * len(rows)
-    fits = ALGORITHMS["agglomerative"].fit(rows, list(range(2, 13)), {"linkage": "ward"}, 0)
-    scipy_merges = linkage(rows, "ward")
-    for k, fit in fits.items():
-        assert adjusted_rand_score(fcluster(scipy_merges, k, "maxclust"), fit.labels) == 1.0
-
-
 def silhouettes(rows, labellings):
     return [distances.silhouette for distances in segment_distances(rows, labellings)]
 

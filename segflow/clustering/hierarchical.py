@@ -106,14 +106,9 @@ def birch_threshold(rows: np.ndarray) -> float:
 
 
 def fit_agglomerative(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:
-    """Agglomerative clustering: fastcluster's linkage, SciPy's algorithms (the nearest-neighbour
-    chain for Ward) in about half SciPy's time: 0.21 s against 0.46 s on 5,000 rows (benchmarks/
-    RESULTS.md). Where distances tie it may merge in another order: on a tie-heavy sample (repeated
-    RFM values) Ward's cuts at every k were SciPy's, average linkage's not all; its `linkage_vector`,
-    faster still, changed Ward's too."""
-    from fastcluster import linkage
+    from scipy.cluster.hierarchy import linkage
 
-    merges = linkage(rows, method=settings["linkage"], metric="euclidean")
+    merges = linkage(rows, method=settings["linkage"])
     dendrogram = {"linkage": merges, "leaves": "fit-sample rows"}
     params = {"linkage": settings["linkage"]}
     return {k: _hierarchy_fit(rows, cut_linkage(merges, k), {"k": k, **params}, dendrogram) for k in ks}
