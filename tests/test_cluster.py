@@ -244,7 +244,7 @@ def test_silhouettes_past_one_pass_of_columns_are_those_of_one_pass(monkeypatch)
     assert in_one_pass == pytest.approx([silhouette_score(rows, labels) for labels in labellings], abs=1e-9)
 
 
-def test_distances_of_a_labelling_near_a_scored_one_are_those_a_pass_gives():
+def test_distances_of_a_labelling_near_a_scored_one_are_those_a_pass_gives(monkeypatch):
     features, _ = customers()
     rows = features[:1500]
     rng = np.random.default_rng(8)
@@ -261,6 +261,7 @@ def test_distances_of_a_labelling_near_a_scored_one_are_those_a_pass_gives():
     split[np.flatnonzero(moved == 10)[:30]] = 77  # a segment the known labelling has not
     merged = np.where(moved == 40, 30, moved)  # one segment fewer
     shorter = moved[:1400]  # labels only the first 1400 rows
+    [passed_moved] = segment_distances(rows, [moved])
     for labels in (renumbered, moved, split, merged, shorter):
         near = distances_near(rows, known, labels)
         [passed] = segment_distances(rows, [labels])
@@ -270,6 +271,14 @@ def test_distances_of_a_labelling_near_a_scored_one_are_those_a_pass_gives():
         assert near.silhouette == pytest.approx(expected, abs=1e-9)
     far = NearestCentre(rows[[100, 500, 1000]])(rows)  # most rows in other segments
     assert distances_near(rows, known, far) is None
+    monkeypatch.setattr(scoring_module, "SILHOUETTE_BLOCK_ROWS", 128)  # changed rows, a block at a time
+    few = np.full(1500, -1)
+    few[:300] = known_labels[:300]  # mostly noise
+    [sparse] = segment_distances(rows, [few])
+    [noise] = segment_distances(rows, [np.full(1500, -1)])
+    assert distances_near(rows, sparse, np.full(1500, -1)).sums.shape == (1500, 0)  # all noise
+    np.testing.assert_allclose(distances_near(rows, noise, few).sums, sparse.sums, atol=1e-8)  # 3 blocks
+    np.testing.assert_allclose(distances_near(rows, known, moved).sums, passed_moved.sums, atol=1e-8)
     scorer = SampleScorer(rows)
     assert scorer.scores(far, near=known)["silhouette"] == pytest.approx(
         silhouette_score(rows, far), abs=1e-9

@@ -193,19 +193,23 @@ def _segment_distances_in_one_pass(rows: np.ndarray, labelings: list[np.ndarray]
 def distances_near(rows: np.ndarray, known: SegmentDistances, labels: np.ndarray) -> SegmentDistances | None:
     """The segment distances of `labels` corrected from those of a labelling they differ from in few
     rows: each new segment takes the known segment it shares most rows with (a one-to-one assignment),
-    and only the distances to the rows whose segment changed are computed. Exact, as a pass would be;
-    None when more than NEAR_SHARE of the rows changed (a pass is then as cheap)."""
+    and only the distances to the rows whose segment changed are computed, SILHOUETTE_BLOCK_ROWS of
+    them at a time. Exact, as a pass would be; None when more than NEAR_SHARE of the rows changed (the
+    labellings are not near: a pass scores them)."""
     from scipy.optimize import linear_sum_assignment
 
     values = np.asarray(rows, dtype=np.float64)
     old, new = _columns(known.labels, len(values)), _columns(labels, len(values))
-    n_old, n_new = known.sums.shape[1], int(new.max()) + 1
+    n_old, n_new = known.sums.shape[1], int(new.max(initial=-1)) + 1
     both = (old >= 0) & (new >= 0)
     shared = np.bincount(new[both] * n_old + old[both], minlength=n_new * n_old).reshape(n_new, n_old)
     new_matched, old_matched = linear_sum_assignment(shared, maximize=True)
-    match = -2 - np.arange(n_new)  # an unmatched new segment matches no known one (nor noise, -1)
-    match[new_matched] = old_matched
-    changed = np.flatnonzero(np.where(new >= 0, match[np.maximum(new, 0)], -1) != old)
+    known_of_new = np.full(n_new, -2)  # an unmatched new segment is no known one (nor noise, -1)
+    known_of_new[new_matched] = old_matched
+    segmented = new >= 0
+    known_segment = np.full(len(values), -1)  # each row's known segment, as its new one is matched
+    known_segment[segmented] = known_of_new[new[segmented]]
+    changed = np.flatnonzero(known_segment != old)
     if len(changed) > NEAR_SHARE * len(values):
         return None
     sums = np.zeros((len(values), n_new))
@@ -215,9 +219,14 @@ def distances_near(rows: np.ndarray, known: SegmentDistances, labels: np.ndarray
     moved[np.flatnonzero(joined), new[changed][joined]] = 1.0
     new_of_old = np.full(n_old, -1)
     new_of_old[old_matched] = new_matched
-    left = np.where(old[changed] >= 0, new_of_old[np.maximum(old[changed], 0)], -1)
+    left = np.full(len(changed), -1)
+    was_segmented = old[changed] >= 0
+    left[was_segmented] = new_of_old[old[changed][was_segmented]]
     moved[np.flatnonzero(left >= 0), left[left >= 0]] = -1.0
-    if len(changed):
-        squared = np.einsum("ij,ij->i", values, values)
-        sums += distances_to(values, squared, changed, np.empty((len(values), len(changed)))) @ moved
+    squared = np.einsum("ij,ij->i", values, values)
+    buffer = np.empty((len(values), min(SILHOUETTE_BLOCK_ROWS, len(changed))))
+    for start in range(0, len(changed), SILHOUETTE_BLOCK_ROWS):
+        block = changed[start : start + SILHOUETTE_BLOCK_ROWS]
+        distances = distances_to(values, squared, block, buffer[:, : len(block)])
+        sums += distances @ moved[start : start + len(block)]
     return SegmentDistances(labels, sums)
