@@ -388,12 +388,10 @@ def command() -> int:
 
     A run leaves about 450,000 objects (Prefect, Great Expectations, pandas, scikit-learn) that the
     interpreter's garbage collection at exit traversed for 1.2-1.5 s, to free memory the OS takes back
-    anyway (benchmarks/RESULTS.md). Frozen (`gc.freeze`), they are left to the OS. While the run works
-    only two freezes happen, as its flow starts and once Great Expectations is imported
-    (`segflow.process_memory`): a frozen reference cycle is never freed, and Great Expectations'
-    validator holds the checked table in one, which a backfill of many nights would pile up. The
-    tables alive at the second are frozen too, and freed with their last reference (no cycle holds
-    them). The memory a stage frees is kept for the next."""
+    anyway (benchmarks/RESULTS.md). Frozen (`gc.freeze`), they are left to the OS. Before that only
+    what the flow starts with is frozen (`segflow.process_memory`), nothing while it runs: a frozen
+    reference cycle is never freed, and Great Expectations' validator holds the checked table in one,
+    which a backfill of many nights would pile up. The memory a stage frees is kept for the next."""
     own_the_process()
     code = main()
     gc.freeze()

@@ -6,11 +6,13 @@
   one. A fresh page costs a fault and its zeroing, and on a VM that returns freed memory to its host
   (free page reporting, ballooning) about 1.5 ms per MB. Measured on the demo at 100k customers
   (benchmarks/RESULTS.md): system CPU 2.1 -> 1.7 s, peak RSS 0.97 -> 1.03 GiB.
-- The garbage collector skips the objects that live as long as the process (`freeze_long_lived`):
-  the modules and classes of Prefect, Great Expectations, pandas and scikit-learn, about 400,000
-  objects that every full collection traversed. A 100k run made 7 of them, 0.7-0.8 s, six while
-  modules imported. With what lives at the run's start frozen (`gc.freeze`), and Great Expectations
-  imported without collections and then frozen (`long_lived_objects`), 4 of them took 0.2 s.
+- The garbage collector skips the objects the run starts with (`freeze_long_lived`): the modules and
+  classes of Prefect, pandas, pydantic and segflow, about 170,000 objects that every full collection
+  traversed. Frozen (`gc.freeze`) as the flow starts, before any of the run's own objects exist: a
+  100k run's full collections took 0.73-0.82 s, then 0.56 s. Freezing again once Great Expectations
+  was imported took them to 0.3 s, but froze the running flow's own objects with it: garbage in
+  reference cycles once their task ended, they held the first night's tables for good, and a 1M
+  backfill of three nights peaked at 6.6 GiB instead of 4.1 (benchmarks/RESULTS.md).
 
 Both apply only once the `segflow` command owns the process (`own_the_process`). A frozen object
 that later becomes garbage in a reference cycle is never freed, so a program that runs segflow's
@@ -22,8 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 M_TRIM_THRESHOLD = -1  # glibc's malloc.h: free memory at the heap's top kept before it is returned
 M_MMAP_MAX = -4  # glibc's malloc.h: how many blocks may be mapped apart from the heap
@@ -46,27 +46,6 @@ def freeze_long_lived() -> None:
     its end. The garbage still pending then is the imports' (566 objects here), frozen once; a
     collection first would cost 0.08 s."""
     if _owned:
-        gc.freeze()
-
-
-@contextmanager
-def long_lived_objects() -> Iterator[None]:
-    """Make objects that live as long as the process (a library's import and setup) without collecting
-    garbage meanwhile, then freeze them, where the segflow command owns the process: the collections
-    an import's growth sets off traversed every object (3 in Great Expectations' import). The run's
-    garbage is collected first (what the flow's start froze is not traversed), so none of it is
-    frozen; only the import's own, once."""
-    if not _owned:
-        yield
-        return
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
         gc.freeze()
 
 

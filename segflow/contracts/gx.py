@@ -20,7 +20,6 @@ from segflow.contracts.rules import (
     typed_column,
 )
 from segflow.errors import ConfigError
-from segflow.process_memory import long_lived_objects
 
 # Failing row positions come back as GX's unexpected_index_list (the validated frame has a
 # RangeIndex, so index = position); values are left out: rows may hold personal data.
@@ -36,37 +35,34 @@ GX_LOCK = threading.Lock()
 @functools.cache
 def gx_runtime():
     """Great Expectations, an ephemeral context and a reusable DataFrame batch definition."""
-    # GX's 200,000 objects live as long as the process: made without collections, then frozen
-    with long_lived_objects():
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import (
-            DataContextConfig,
-            InMemoryStoreBackendDefaults,
-            ProgressBarsConfig,
-        )
-        from great_expectations.execution_engine import pandas_execution_engine
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+    from great_expectations.execution_engine import pandas_execution_engine
 
-        # GX fingerprints each batch under HASH_THRESHOLD bytes (1 GB) for its batch markers, an md5 of
-        # pandas' hash of every row, which segflow never reads: 0.8 s of the contract checks of a
-        # 100,000-customer run, 1.2 s of a 1M one (the customers and the published segments; 12M
-        # transactions are over the threshold). The 100k process was not measurably faster for it
-        # (benchmarks/RESULTS.md); it is work nobody reads.
-        pandas_execution_engine.HASH_THRESHOLD = 0
+    # GX fingerprints each batch under HASH_THRESHOLD bytes (1 GB) for its batch markers, an md5 of
+    # pandas' hash of every row, which segflow never reads: 0.8 s of the contract checks of a
+    # 100,000-customer run, 1.2 s of a 1M one (the customers and the published segments; 12M
+    # transactions are over the threshold). The 100k process was not measurably faster for it
+    # (benchmarks/RESULTS.md); it is work nobody reads.
+    pandas_execution_engine.HASH_THRESHOLD = 0
 
-        # Some GX modules set their own logger level, so each one is lowered, not only the root.
-        for name in [*logging.root.manager.loggerDict, "great_expectations"]:
-            if name.split(".")[0] == "great_expectations":
-                logging.getLogger(name).setLevel(logging.WARNING)
-        context = gx.get_context(
-            mode="ephemeral",
-            project_config=DataContextConfig(
-                store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
-            ),
-        )
-        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        asset = context.data_sources.add_pandas("segflow").add_dataframe_asset("contract_table")
-        batch_definition = asset.add_batch_definition_whole_dataframe("whole_table")
-        return gx, batch_definition
+    # Some GX modules set their own logger level, so each one is lowered, not only the root.
+    for name in [*logging.root.manager.loggerDict, "great_expectations"]:
+        if name.split(".")[0] == "great_expectations":
+            logging.getLogger(name).setLevel(logging.WARNING)
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
+        ),
+    )
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    asset = context.data_sources.add_pandas("segflow").add_dataframe_asset("contract_table")
+    return gx, asset.add_batch_definition_whole_dataframe("whole_table")
 
 
 def to_expectation_suite(compiled: CompiledContract, rules: list[CompiledRule] | None = None):
