@@ -21,7 +21,7 @@ from segflow.uris import redact_uri
 # (86 MB of Arrow input) and 2.2 GB at 300k (257 MB): about 1.2 GB for the interpreter and its
 # libraries plus 3.6 times the sources (pandas copies, features, quarantine, the model matrix).
 # Since the segflow command's allocator keeps freed blocks for reuse (segflow/process_memory.py),
-# 1M customers (858 MB) peaked at 4.31-4.36 GiB, 4.1 times: 4.5 keeps the estimate 8% above it.
+# 1M customers (858 MB) peaked at 4.09-4.36 GiB, up to 4.1 times: 4.5 keeps the estimate above it.
 PROCESS_BYTES = 1.2e9
 WORKING_COPIES = 4.5
 
