@@ -49,14 +49,15 @@ def freeze_long_lived() -> None:
         gc.freeze()
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory() -> None:
     """Have glibc's malloc serve large blocks from its heap and keep up to KEPT_BYTES of what is freed
     there for the next ones. Only in this process (Dask's worker processes keep their own settings)
-    and only with glibc; elsewhere nothing changes. Whether it was set."""
+    and only with glibc; elsewhere nothing changes."""
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (glibc's own symbol: musl also has a mallopt)
     except (OSError, AttributeError):
-        return False
+        return
     # a thread's arena still maps a block larger than its heaps (64 MB) when no heap can hold it
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEPT_BYTES))
+    libc.mallopt(M_MMAP_MAX, 0)
+    libc.mallopt(M_TRIM_THRESHOLD, KEPT_BYTES)

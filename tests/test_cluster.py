@@ -284,6 +284,14 @@ def test_distances_of_a_labelling_near_a_scored_one_are_those_a_pass_gives(monke
         silhouette_score(rows, far), abs=1e-9
     )
 
+    def no_pass(rows, labellings):
+        raise AssertionError("a labelling near a scored one was scored in a pass")
+
+    monkeypatch.setattr(scoring_module, "segment_distances", no_pass)
+    assert scorer.scores(moved, near=known)["silhouette"] == pytest.approx(
+        silhouette_score(rows[moved >= 0], moved[moved >= 0]), abs=1e-9
+    )
+
 
 def test_distances_are_summed_block_by_block_as_the_whole_matrix_sums_them():
     rows = np.random.default_rng(5).normal(size=(1300, 6))  # blocks of 512, 512 and 276 rows

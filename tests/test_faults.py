@@ -45,7 +45,6 @@ from segflow.stores import PostgresStore, TableWrite
 from segflow.tables import TABLES
 from segflow.tasks.ingest import (
     PROCESS_BYTES,
-    WORKING_COPIES,
     check_memory_budget,
     machine_memory_bytes,
     memory_budget,
@@ -613,7 +612,7 @@ def test_the_default_budget_is_half_the_machine_and_an_overrun_names_sizes_and_b
     budget, text = memory_budget(ResourcesConfig())
     assert budget == machine_memory_bytes() / 2 and "half of this machine" in text
     sizes = {"customers": SourceSize(2 * 10**9, "pg_class"), "transactions": SourceSize(10**9, "CSV")}
-    assert check_memory_budget(sizes, 20e9, "20 GB") == pytest.approx(PROCESS_BYTES + WORKING_COPIES * 3e9)
+    assert check_memory_budget(sizes, 20e9, "20 GB") == pytest.approx(PROCESS_BYTES + 4.5 * 3e9)
     with pytest.raises(SourceError) as raised:
         check_memory_budget(sizes, 8e9, "8 GB")
     message = str(raised.value)

@@ -148,7 +148,7 @@ def test_what_a_run_imports_early_while_the_temporary_server_starts_is_what_the_
     assert {"great_expectations", "sklearn", "hdbscan", "matplotlib"} <= early
 
 
-def test_the_segflow_command_freezes_its_objects_when_it_ends_and_not_before():
+def test_the_segflow_command_freezes_its_objects_when_it_ends_and_not_while_it_works():
     """`segflow.cli.command` spares the process the interpreter's last garbage collection (1.2-1.5 s at
     100,000 customers) by freezing every object once `main` returns, and freezes nothing while the
     run works, where a frozen reference cycle holding a table would never be freed."""

@@ -192,9 +192,9 @@ def _segment_distances_in_one_pass(rows: np.ndarray, labelings: list[np.ndarray]
 
 def distances_near(rows: np.ndarray, known: SegmentDistances, labels: np.ndarray) -> SegmentDistances | None:
     """The segment distances of `labels` corrected from those of a labelling they differ from in few
-    rows: each new segment takes the known segment it shares most rows with (a one-to-one assignment),
-    and only the distances to the rows whose segment changed are computed, SILHOUETTE_BLOCK_ROWS of
-    them at a time. Exact, as a pass would be; None when more than NEAR_SHARE of the rows changed (the
+    rows: new segments are matched one-to-one to known ones so that they share the most rows, and
+    only the distances to the rows whose segment changed are computed, SILHOUETTE_BLOCK_ROWS of them
+    at a time. Exact, as a pass would be; None when more than NEAR_SHARE of the rows changed (the
     labellings are not near: a pass scores them)."""
     from scipy.optimize import linear_sum_assignment
 
