@@ -81,7 +81,7 @@ def fit_segmentation(
     else:
         winner = searched[0].chosen(config)
         choice, candidates = list(winner.reasons), [winner]
-    baseline = _rfm_baseline(candidates, searched[len(names) :], config)
+    baseline = _rfm_baseline(candidates, searched[len(names)] if baseline_names else None, config)
     compared = candidates if config.algorithm == "auto" or baseline is not None else []
     if baseline is not None and baseline not in compared:
         compared = [*compared, baseline]
@@ -92,7 +92,7 @@ def fit_segmentation(
 
 
 def _rfm_baseline(
-    candidates: list[Candidate], baseline: list[Search], config: ClusteringConfig
+    candidates: list[Candidate], baseline: Search | None, config: ClusteringConfig
 ) -> Candidate | None:
     """The RFM map's segmentation scored on the candidates' sample: the map's candidate when it is
     one, else the baseline search's choice (the map searched beside the configured algorithms, in
@@ -100,7 +100,7 @@ def _rfm_baseline(
     for candidate in candidates:
         if candidate.algorithm.name == RFM_MAP_ALGORITHM:
             return candidate
-    return baseline[0].chosen(config) if baseline else None
+    return baseline.chosen(config) if baseline is not None else None
 
 
 def assign_segments(segmentation: Segmentation, matrix: np.ndarray) -> np.ndarray:
