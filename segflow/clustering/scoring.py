@@ -112,7 +112,7 @@ class SegmentDistances:
         return float(silhouette.mean())
 
 
-def distances_to(rows: np.ndarray, squared: np.ndarray, targets: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _distances_to(rows: np.ndarray, squared: np.ndarray, targets: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Every row's Euclidean distance to the rows numbered `targets`, into `out` (n x len(targets)), in
     float64 as |x|^2 + |y|^2 - 2 x.y (`squared`: each row's |x|^2); a row's distance to itself is 0."""
     block = np.matmul(rows, rows[targets].T, out=out)
@@ -127,7 +127,7 @@ def distances_to(rows: np.ndarray, squared: np.ndarray, targets: np.ndarray, out
 
 def summed_distances(rows: np.ndarray, membership: np.ndarray) -> np.ndarray:
     """The rows' Euclidean distance matrix times a matrix of columns (n x m), without holding the
-    n x n matrix: the distances to SILHOUETTE_BLOCK_ROWS rows at a time (`distances_to`), each block
+    n x n matrix: the distances to SILHOUETTE_BLOCK_ROWS rows at a time (`_distances_to`), each block
     multiplied at once. The whole matrix of a 10,000-row score sample would be 400 MB even as float32
     (benchmarks/RESULTS.md)."""
     values = np.asarray(rows, dtype=np.float64)
@@ -137,7 +137,7 @@ def summed_distances(rows: np.ndarray, membership: np.ndarray) -> np.ndarray:
     buffer = np.empty((len(values), min(SILHOUETTE_BLOCK_ROWS, len(values))))
     for start in range(0, len(values), SILHOUETTE_BLOCK_ROWS):
         stop = min(start + SILHOUETTE_BLOCK_ROWS, len(values))
-        block = distances_to(values, squared, np.arange(start, stop), buffer[:, : stop - start])
+        block = _distances_to(values, squared, np.arange(start, stop), buffer[:, : stop - start])
         np.matmul(block.T, columns, out=sums[start:stop])  # the matrix is symmetric
     return sums
 
@@ -227,6 +227,6 @@ def distances_near(rows: np.ndarray, known: SegmentDistances, labels: np.ndarray
     buffer = np.empty((len(values), min(SILHOUETTE_BLOCK_ROWS, len(changed))))
     for start in range(0, len(changed), SILHOUETTE_BLOCK_ROWS):
         block = changed[start : start + SILHOUETTE_BLOCK_ROWS]
-        distances = distances_to(values, squared, block, buffer[:, : len(block)])
+        distances = _distances_to(values, squared, block, buffer[:, : len(block)])
         sums += distances @ moved[start : start + len(block)]
     return SegmentDistances(labels, sums)
