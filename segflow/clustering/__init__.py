@@ -9,7 +9,9 @@ new rows, and medoids or a dendrogram where it has them. The rest is done the sa
     density.py        DBSCAN, HDBSCAN, OPTICS            diana.py         the DIANA algorithm itself
     rfm_map.py        the RFM map (segflow.rfm) as a segmentation: each customer's cell
     assignment.py     Fit, the assignment rules, FitMemory, SegmentAssigner
-    search.py         samples, scores, the k search and the choice among algorithms
+    search.py         samples, the k search and the choice among algorithms
+    scoring.py        the candidates' silhouette and DBCV on the score sample
+    linkages.py       the stability refits' linkages, computed ahead on an idle core
     segmentation.py   fit_segmentation, assign_segments and the Segmentation they share
 """
 

@@ -7,11 +7,13 @@ Each cuts one hierarchy at every k searched; rows beyond the fit go to the neare
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 
 import numpy as np
 
 from segflow.clustering.assignment import Fit, NearestCentre, segment_centres
 from segflow.clustering.diana import diana
+from segflow.clustering.linkages import linkage, linkages_ahead
 
 # Birch's automatic threshold: the median radius of the neighbourhood holding this share of
 # the fit sample. Measured when Birch still fitted all 1M x 10 rows: 0.5% gave ~150-5,500
@@ -106,12 +108,15 @@ def birch_threshold(rows: np.ndarray) -> float:
 
 
 def fit_agglomerative(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:
-    from scipy.cluster.hierarchy import linkage
-
-    merges = linkage(rows, method=settings["linkage"])
+    merges = linkage(rows, settings["linkage"])
     dendrogram = {"linkage": merges, "leaves": "fit-sample rows"}
     params = {"linkage": settings["linkage"]}
     return {k: _hierarchy_fit(rows, cut_linkage(merges, k), {"k": k, **params}, dendrogram) for k in ks}
+
+
+def agglomerative_refits_ahead(subsamples: list[np.ndarray], settings: dict) -> AbstractContextManager[None]:
+    """The linkages of agglomerative's stability refits, computed ahead on an idle core (`linkages`)."""
+    return linkages_ahead(subsamples, settings["linkage"])
 
 
 def fit_diana(rows: np.ndarray, ks: list[int], settings: dict, seed: int) -> dict[int, Fit]:

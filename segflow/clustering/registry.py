@@ -9,6 +9,7 @@ in its family's module.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +24,12 @@ from segflow.clustering.density import (
     fit_hdbscan,
     fit_optics,
 )
-from segflow.clustering.hierarchical import fit_agglomerative, fit_birch, fit_diana
+from segflow.clustering.hierarchical import (
+    agglomerative_refits_ahead,
+    fit_agglomerative,
+    fit_birch,
+    fit_diana,
+)
 from segflow.clustering.partitioning import fit_clara, fit_kmeans, fit_kmedoids, refit_kmeans
 from segflow.clustering.rfm_map import fit_rfm_map, refit_rfm_map
 from segflow.config import ClusteringConfig
@@ -34,6 +40,7 @@ Key = int | float | None  # a candidate: k, a density method's scale, or None (t
 FitFunction = Callable[[np.ndarray, list[Key], dict, int], dict[Key, Fit]]
 RefitFunction = Callable[[np.ndarray, Fit, dict, int], Fit]
 CandidatesFunction = Callable[[np.ndarray, dict], list[Key]]
+RefitsAheadFunction = Callable[[list[np.ndarray], dict], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,8 @@ class Algorithm:
     others `candidates_of(rows, settings)`: a density method's scales, the map's one fit.
     `refit(matrix, sample_fit, settings, seed)` fits all rows starting from the sample's fit;
     without it, the sample fit is kept and the other rows are assigned by its rule.
+    `refits_ahead(subsamples, settings)`: a context in which its stability refits of these rows
+    start on another core as the search starts, to be ready when it checks stability.
     """
 
     name: str
@@ -54,6 +63,7 @@ class Algorithm:
     fit: FitFunction
     refit: RefitFunction | None = None
     candidates_of: CandidatesFunction | None = None
+    refits_ahead: RefitsAheadFunction | None = None
 
     @property
     def measure(self) -> str:
@@ -87,7 +97,14 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("kmedoids", "partitioning", True, (), fit_kmedoids),
         Algorithm("clarans", "partitioning", True, ("clara_draws", "clara_sample_size"), fit_clara),
         Algorithm("birch", "hierarchical", True, ("birch_threshold",), fit_birch),
-        Algorithm("agglomerative", "hierarchical", True, ("linkage",), fit_agglomerative),
+        Algorithm(
+            "agglomerative",
+            "hierarchical",
+            True,
+            ("linkage",),
+            fit_agglomerative,
+            refits_ahead=agglomerative_refits_ahead,
+        ),
         Algorithm("diana", "hierarchical", True, (), fit_diana),
         Algorithm(
             "hdbscan", "density", False, DENSITY_PARAMS, fit_hdbscan, candidates_of=cluster_size_scales

@@ -29,7 +29,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -227,6 +228,25 @@ def fit_candidates(
     return Fitted(algorithm, rows, settings, fits, labelings)
 
 
+@contextmanager
+def stability_refits_ahead(
+    algorithms: list[Algorithm],
+    matrix: np.ndarray,
+    samples: Samples,
+    config: ClusteringConfig,
+    rfm: RfmMap | None = None,
+) -> Iterator[None]:
+    """While the block searches and chooses: the stability refits that can start on another core
+    as the search starts (`Algorithm.refits_ahead`: agglomerative's linkages of the subsamples)."""
+    rows = matrix[samples.fit_rows]
+    subsamples = [rows[subsample] for subsample in stability_subsamples(len(rows), config)]
+    with ExitStack() as stack:
+        for algorithm in algorithms:
+            if algorithm.refits_ahead is not None and subsamples:
+                stack.enter_context(algorithm.refits_ahead(subsamples, algorithm.settings(config, rfm)))
+        yield
+
+
 def searches(
     algorithms: list[Algorithm],
     matrix: np.ndarray,
@@ -265,6 +285,14 @@ def _scored(
     return Search(algorithm, candidates, stability_of)
 
 
+def stability_subsamples(n_rows: int, config: ClusteringConfig) -> list[np.ndarray]:
+    """The rows of the fit sample each stability refit sees, sorted: `stability_resamples` seeded
+    draws of STABILITY_SHARE of its `n_rows` rows."""
+    rng = np.random.default_rng([config.seed, n_rows])
+    size = max(3, int(STABILITY_SHARE * n_rows))
+    return [np.sort(rng.choice(n_rows, size, replace=False)) for _ in range(config.stability_resamples)]
+
+
 def refit_stability(
     algorithm: Algorithm,
     rows: np.ndarray,
@@ -279,14 +307,10 @@ def refit_stability(
 
     if config.stability_resamples == 0:
         return [None] * len(contenders)
-    rng = np.random.default_rng([config.seed, len(rows)])
     agreements: list[list[float]] = [[] for _ in contenders]
     keys = [candidate.key for candidate in contenders]
     with threadpool_limits(limits=1, user_api="openmp"):
-        for round_ in range(config.stability_resamples):
-            subsample = np.sort(
-                rng.choice(len(rows), max(3, int(STABILITY_SHARE * len(rows))), replace=False)
-            )
+        for round_, subsample in enumerate(stability_subsamples(len(rows), config)):
             refits = algorithm.fit(rows[subsample], keys, settings, config.seed + round_ + 1)
             for position, candidate in enumerate(contenders):
                 if candidate.key not in refits:

@@ -25,7 +25,14 @@ import numpy as np
 from segflow.clustering.assignment import Fit, FitMemory, SegmentAssigner, concrete, segment_centres
 from segflow.clustering.registry import ALGORITHMS, RFM_MAP_ALGORITHM, Algorithm
 from segflow.clustering.scoring import SampleScorer
-from segflow.clustering.search import Candidate, Samples, Search, choose_algorithm, searches
+from segflow.clustering.search import (
+    Candidate,
+    Samples,
+    Search,
+    choose_algorithm,
+    searches,
+    stability_refits_ahead,
+)
 from segflow.config import ClusteringConfig
 from segflow.rfm import RfmMap
 from segflow.tables import NOISE_LABEL
@@ -75,13 +82,14 @@ def fit_segmentation(
     # in a run with RFM features the map is the baseline, scored with the other candidates
     baseline_names = (RFM_MAP_ALGORITHM,) if rfm is not None and RFM_MAP_ALGORITHM not in names else ()
     algorithms = [ALGORITHMS[name] for name in (*names, *baseline_names)]
-    searched = searches(algorithms, matrix, samples, scorer, config, rfm)
-    if config.algorithm == "auto":
-        winner, choice, candidates = choose_algorithm(searched[: len(names)], config)
-    else:
-        winner = searched[0].chosen(config)
-        choice, candidates = list(winner.reasons), [winner]
-    baseline = _rfm_baseline(candidates, searched[len(names)] if baseline_names else None, config)
+    with stability_refits_ahead(algorithms, matrix, samples, config, rfm):
+        searched = searches(algorithms, matrix, samples, scorer, config, rfm)
+        if config.algorithm == "auto":
+            winner, choice, candidates = choose_algorithm(searched[: len(names)], config)
+        else:
+            winner = searched[0].chosen(config)
+            choice, candidates = list(winner.reasons), [winner]
+        baseline = _rfm_baseline(candidates, searched[len(names)] if baseline_names else None, config)
     compared = candidates if config.algorithm == "auto" or baseline is not None else []
     if baseline is not None and baseline not in compared:
         compared = [*compared, baseline]
