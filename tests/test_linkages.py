@@ -88,6 +88,16 @@ def test_the_worker_starts_only_where_it_pays_and_is_killed_as_the_block_ends(mo
     with linkages.linkages_ahead(sets, "ward"):
         assert linkages._handed == {}  # one core: nothing to run beside the search
     monkeypatch.undo()
+
+    def no_process(*args, **kwargs):
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(linkages.subprocess, "Popen", no_process)
+    with linkages.linkages_ahead(sets, "ward"):
+        assert linkages._handed == {}  # no process to start: linked here, as without a second core
+        merges = linkages.linkage(sets[0], "ward")
+    assert np.array_equal(merges, scipy.cluster.hierarchy.linkage(sets[0], method="ward"))
+    monkeypatch.undo()
     with linkages.linkages_ahead(sets, "ward"):
         workers = {worker for worker, _ in linkages._handed.values()}
         assert len(workers) == 1 and len(linkages._handed) == len(sets)

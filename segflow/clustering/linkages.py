@@ -8,11 +8,12 @@ the search checks stability their linkages are written, and `linkage` returns th
 for rows it was handed (found by their bytes), computing any other here. The same function on the
 same rows gives the same merges, wherever it runs.
 
-The worker is a fixed program (WORKER_PROGRAM) run by this Python: it imports only NumPy and SciPy
-(not the program that started it, as multiprocessing's spawn would: a script without a main guard
-would run again), and rows and merges cross as NumPy files, never pickled. It is used only where it
-pays: on a machine with a second core, for row sets of at least AHEAD_MIN_ROWS rows. It is killed as
-the search ends, whatever it was still doing; when it died, or failed, the linkage is computed here.
+The worker is a fixed program (WORKER_PROGRAM) run by this Python: it imports NumPy, SciPy and
+`segflow.process_memory`, not the program that started it (as multiprocessing's spawn would: a
+script without a main guard would run again), and rows and merges cross as NumPy files, never
+pickled. It is used only where it pays: on a machine with a second core, for row sets of at least
+AHEAD_MIN_ROWS rows. It is killed as the search ends, whatever it was still doing; when it could not
+start, died or failed, the linkages are computed here.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ import sys
 from pathlib import Path
 import numpy as np
 from scipy.cluster.hierarchy import linkage
-from segflow.process_memory import keep_freed_memory
-keep_freed_memory()
+try:
+    from segflow.process_memory import keep_freed_memory
+    keep_freed_memory()
+except ImportError:  # segflow is not on this Python's default path: glibc's defaults, a little slower
+    pass
 folder, method = Path(sys.argv[1]), sys.argv[2]
 row_sets = np.load(folder / "rows.npz", allow_pickle=False)
 for position, name in enumerate(row_sets.files):
@@ -66,6 +70,15 @@ class LinkageWorker:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+
+    @classmethod
+    def started(cls, row_sets: list[np.ndarray], method: str, folder: Path) -> LinkageWorker | None:
+        """A worker linking `row_sets`, or None when no process could start (an embedded Python, a
+        process limit): the linkages are then computed here."""
+        try:
+            return cls(row_sets, method, folder)
+        except OSError:
+            return None
 
     def result(self, position: int) -> np.ndarray | None:
         """The linkage of row set `position`, once the worker wrote it; None if it ended first (it
@@ -107,7 +120,10 @@ def linkages_ahead(row_sets: list[np.ndarray], method: str) -> Iterator[None]:
     sets = [np.ascontiguousarray(rows, dtype=np.float64) for rows in row_sets]
     keys = [_key(rows, method) for rows in sets]
     with tempfile.TemporaryDirectory(prefix="segflow-linkages-") as folder:
-        worker = LinkageWorker(sets, method, Path(folder))
+        worker = LinkageWorker.started(sets, method, Path(folder))
+        if worker is None:
+            yield
+            return
         try:
             _handed.update({key: (worker, position) for position, key in enumerate(keys)})
             yield
