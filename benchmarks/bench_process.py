@@ -45,9 +45,9 @@ class ProcessRun(NamedTuple):
 
 
 def generated(customers: int) -> Path:
-    """The demo data for that many customers, generated (once, cached) in a process of its own: a
-    child forked from this one once it held a 1M generation started with its peak (Linux carries the
-    parent's peak RSS into an exec'd child), and read 3.8 GiB for 10k."""
+    """The demo data for that many customers (generated once, cached), generated in a child process
+    so that this one never holds a generation: Linux carries a parent's peak RSS into the children
+    it starts, and a 10k run started after a 1M generation here read 3.8 GiB."""
     program = f"from bench_pipeline import dataset; dataset({int(customers)})"
     subprocess.run([sys.executable, "-c", program], cwd=Path(__file__).parent, check=True)
     return dataset(customers)

@@ -8,18 +8,24 @@ the search checks stability their linkages are written, and `linkage` returns th
 for rows it was handed (found by their bytes), computing any other here. The same function on the
 same rows gives the same merges, wherever it runs.
 
-The worker is a fixed program (WORKER_PROGRAM) run by this Python: it imports NumPy, SciPy and
+The worker is a fixed program (WORKER_PROGRAM) run by this Python with `-P` (the working folder is
+not on its path: a numpy.py there does not run): it imports NumPy, SciPy and
 `segflow.process_memory`, not the program that started it (as multiprocessing's spawn would: a
 script without a main guard would run again), and rows and merges cross as NumPy files, never
-pickled. It is used only where it pays: on a machine with a second core, for row sets of at least
-AHEAD_MIN_ROWS rows. It is killed as the search ends, whatever it was still doing; when it could not
-start, died or failed, the linkages are computed here.
+pickled. It is used only where it pays: on a POSIX machine with a second core, for row sets of at
+least AHEAD_MIN_ROWS rows. It is killed as the search ends, whatever it was still doing. When it
+could not start, died, failed or wrote nothing for PATIENCE_SECONDS once asked, the linkages are
+computed here, and a warning says why. What a search handed is its own (a context variable): two
+searches in threads of one process, even of the same rows, never take each other's.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
+import logging
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -29,15 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 # smaller row sets link in less time than the worker takes to start (0.3-0.5 s, on the other core):
 # 3,000 rows link in 0.15-0.4 s, 4,000 in 0.3-0.45 s on the project's 2-core machine
 AHEAD_MIN_ROWS = 3_000
+# how long the search waits, once it asks, for a worker that writes nothing (a 16,000-row linkage,
+# the largest fit sample's subsample, takes 15-30 s): past it the worker is taken for stuck
+PATIENCE_SECONDS = 120.0
 
-# links each row set of the folder's rows.npz in turn: writes its merges to merges-<position>.npy,
-# then the position to its standard output (a pipe holds 64 KB, less than one linkage of 4,000 rows:
-# merges written to the pipe waited there for the search to read them); its allocator keeps the
-# distances it frees for the next linkage (`keep_freed_memory`: fresh pages for each one's 64-100 MB
-# took 0.1 s more per linkage)
+# links each row set of the folder's rows.npz in turn, writes its merges to merges-<position>.npy,
+# then a line to its standard output (merges themselves would fill the pipe and wait there)
 WORKER_PROGRAM = """
 import sys
 from pathlib import Path
@@ -56,20 +64,23 @@ for position, name in enumerate(row_sets.files):
     print(position, flush=True)
 """
 
+Key = tuple[str, tuple[int, ...], bytes]  # the method, the rows' shape and a digest of their bytes
+
 
 class LinkageWorker:
     """A worker process linking row sets in turn, in a folder of its own."""
 
     def __init__(self, row_sets: list[np.ndarray], method: str, folder: Path):
         np.savez(folder / "rows.npz", *row_sets)
-        self.folder, self.linked = folder, 0
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER_PROGRAM, str(folder), method],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        self.folder, self.linked, self.given_up = folder, 0, False
+        with (folder / "worker.log").open("wb") as errors:
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-c", WORKER_PROGRAM, str(folder), method],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                bufsize=0,
+            )
 
     @classmethod
     def started(cls, row_sets: list[np.ndarray], method: str, folder: Path) -> LinkageWorker | None:
@@ -77,34 +88,64 @@ class LinkageWorker:
         process limit): the linkages are then computed here."""
         try:
             return cls(row_sets, method, folder)
-        except OSError:
+        except OSError as error:
+            log.warning("linkages computed in this process: no worker process could start (%s)", error)
             return None
 
     def result(self, position: int) -> np.ndarray | None:
-        """The linkage of row set `position`, once the worker wrote it; None if it ended first (it
-        died or failed)."""
+        """The linkage of row set `position`, once the worker wrote it; None (with a warning) if it
+        ended first, or wrote nothing for PATIENCE_SECONDS: it is then killed."""
+        if self.given_up:
+            return None
+        stream = self.process.stdout.fileno()
         while self.linked <= position:
-            if not self.process.stdout.readline():
-                return None
-            self.linked += 1
-        return np.load(self.folder / f"merges-{position}.npy", allow_pickle=False)
+            ready, _, _ = select.select([stream], [], [], PATIENCE_SECONDS)
+            written = os.read(stream, 4096) if ready else b""
+            if not written:
+                return self._gave_up(f"wrote nothing for {PATIENCE_SECONDS:g} s" if not ready else "ended")
+            self.linked += written.count(b"\n")
+        try:
+            return np.load(self.folder / f"merges-{position}.npy", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            return self._gave_up(f"wrote unreadable merges ({error})")
+
+    def _gave_up(self, what: str) -> None:
+        self.given_up = True
+        self.stop()
+        errors = (self.folder / "worker.log").read_text(errors="replace").strip().splitlines()
+        said = f": {errors[-1]}" if errors else ""
+        log.warning(
+            "linkages computed in this process: the worker %s (exit %s)%s",
+            what,
+            self.process.returncode,
+            said,
+        )
+        return None
 
     def stop(self) -> None:
-        self.process.kill()
+        """Kill the worker, whatever it was doing, and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
         self.process.wait()
         self.process.stdout.close()
 
 
-_handed: dict[tuple, tuple[LinkageWorker, int]] = {}  # by `_key`: which worker links these rows
+# the row sets the current search handed to its worker, by `_key`: each search's own
+_handed: contextvars.ContextVar[dict[Key, tuple[LinkageWorker, int]] | None] = contextvars.ContextVar(
+    "segflow_linkages_handed", default=None
+)
 
 
-def _key(rows: np.ndarray, method: str) -> tuple:
+def _key(rows: np.ndarray, method: str) -> Key:
     values = np.ascontiguousarray(rows, dtype=np.float64)
     return method, values.shape, hashlib.blake2b(values.tobytes(), digest_size=16).digest()
 
 
-def idle_core() -> bool:
-    """Whether this process may run on more than one core."""
+def worker_can_run_beside() -> bool:
+    """Whether a worker process can run beside this one: more than one core for it, and POSIX (the
+    search waits on the worker's pipe with `select`)."""
+    if os.name != "posix":
+        return False
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) > 1
     return (os.cpu_count() or 1) > 1
@@ -114,31 +155,31 @@ def idle_core() -> bool:
 def linkages_ahead(row_sets: list[np.ndarray], method: str) -> Iterator[None]:
     """While the block runs, `linkage(rows, method)` of each of `row_sets` is computed in a worker
     process, in turn, when it pays (module docstring)."""
-    if not row_sets or len(row_sets[0]) < AHEAD_MIN_ROWS or not idle_core():
+    if not row_sets or len(row_sets[0]) < AHEAD_MIN_ROWS or not worker_can_run_beside():
         yield
         return
     sets = [np.ascontiguousarray(rows, dtype=np.float64) for rows in row_sets]
-    keys = [_key(rows, method) for rows in sets]
     with tempfile.TemporaryDirectory(prefix="segflow-linkages-") as folder:
         worker = LinkageWorker.started(sets, method, Path(folder))
         if worker is None:
             yield
             return
+        handed = {_key(rows, method): (worker, position) for position, rows in enumerate(sets)}
+        token = _handed.set({**(_handed.get() or {}), **handed})
         try:
-            _handed.update({key: (worker, position) for position, key in enumerate(keys)})
             yield
         finally:
-            for key in keys:
-                _handed.pop(key, None)
+            _handed.reset(token)
             worker.stop()
 
 
 def linkage(rows: np.ndarray, method: str) -> np.ndarray:
-    """SciPy's linkage of `rows`: the worker's, when `linkages_ahead` handed it these rows, else
-    computed here."""
+    """SciPy's linkage of `rows`: the worker's, when this search's `linkages_ahead` handed it these
+    rows, else computed here."""
     from scipy.cluster.hierarchy import linkage as scipy_linkage
 
-    handed = _handed.pop(_key(rows, method), None) if _handed else None
+    handed_here = _handed.get()
+    handed = handed_here.get(_key(rows, method)) if handed_here else None
     if handed is not None:
         worker, position = handed
         merges = worker.result(position)
