@@ -21,7 +21,8 @@
   it tells the marketer more), then the simpler algorithm. Contenders below `min_stability` drop
   out and the next best compete. On skewed data silhouette alone peaks at the fewest segments;
   stability and the bounds keep the choice actionable. Every choice comes with the reasons it was
-  made, for the report and `segmentation_runs.details`.
+  made, for the report and `segmentation_runs.details`. Agglomerative's refits are linked ahead,
+  on another core, as the search starts (`stability_refits_ahead`, `segflow.clustering.linkages`).
 - Auto. Each algorithm's chosen candidate competes as its candidates did. An algorithm whose best
   margin is more than `score_margin` below a chosen one cannot be among the first contenders: its
   stability is measured only if they all prove unstable (`choose_algorithm`).
