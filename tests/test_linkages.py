@@ -105,6 +105,13 @@ def test_rows_not_handed_a_dead_and_a_stuck_worker_are_linked_here(monkeypatch, 
     assert handed() == {}
 
 
+def test_no_worker_without_a_python_to_run_it(monkeypatch):
+    monkeypatch.setattr(linkages.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert linkages.worker_can_run_beside()
+    monkeypatch.setattr(linkages.sys, "executable", "")  # an embedded interpreter
+    assert not linkages.worker_can_run_beside()
+
+
 def test_the_worker_starts_only_where_it_pays_and_is_killed_as_the_block_ends(monkeypatch, caplog):
     small = skewed_customers(linkages.AHEAD_MIN_ROWS - 1)
     rows = skewed_customers(linkages.AHEAD_MIN_ROWS)

@@ -142,9 +142,10 @@ def _key(rows: np.ndarray, method: str) -> Key:
 
 
 def worker_can_run_beside() -> bool:
-    """Whether a worker process can run beside this one: more than one core for it, and POSIX (the
-    search waits on the worker's pipe with `select`)."""
-    if os.name != "posix":
+    """Whether a worker process can run beside this one: more than one core for it, POSIX (the
+    search waits on the worker's pipe with `select`), and a Python to run it (an embedded
+    interpreter may have none)."""
+    if os.name != "posix" or not sys.executable:
         return False
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) > 1
